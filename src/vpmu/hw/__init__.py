@@ -1,0 +1,1 @@
+"""The physical CPU: PMU registers, local APIC LVTPC, VMX and SVM."""
