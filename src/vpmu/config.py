@@ -78,7 +78,9 @@ class MachineConfig:
         if self.pmu_version == 0:
             object.__setattr__(self, "pmu_version", 5 if self.vendor == "intel" else "perfmonv2")
         if self.num_fixed == -1:
-            object.__setattr__(self, "num_fixed", 1 if self.vendor == "intel" else 0)
+            # PMU v1 has no fixed counters (F-1.1.1), so its default is 0 too.
+            fixed = 1 if self.vendor == "intel" and self.pmu_version != 1 else 0
+            object.__setattr__(self, "num_fixed", fixed)
         _validate(self)
 
     # -- derived facts -----------------------------------------------------

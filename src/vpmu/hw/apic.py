@@ -36,8 +36,6 @@ class Apic(Pmu):
             self.log.append(("pmi", -1, lvt))
             return
         self._deliver(s, lvt)
-        if self.cfg.intel:
-            s[self.lvtpc] = lvt | M.APIC_LVT_MASKED  # Intel auto-mask (F-2.5); AMD not (F-2.6)
 
     def _deliver(self, s: list[int], lvt: int) -> None:
         dm = lvt & M.APIC_DM_MASK
@@ -51,6 +49,8 @@ class Apic(Pmu):
             route = -2
         if self.skid >= 0:
             s[self.skid] = self.cfg.pmi_skid
+        if self.cfg.intel:
+            s[self.lvtpc] = lvt | M.APIC_LVT_MASKED  # Intel auto-mask (F-2.5); AMD not (F-2.6)
         self.log.append(("pmi", route, lvt))
 
     def write_lvtpc(self, s: list[int], value: int) -> None:

@@ -30,7 +30,7 @@ def _mask(width: int) -> int:
 class Pmu:
     """Counters, selectors, global registers and their side effects."""
 
-    def __init__(self, cfg: MachineConfig, layout: Layout) -> None:
+    def __init__(self, cfg: MachineConfig, layout: Layout, prefix: str = "", owner: str = "hw") -> None:
         self.cfg = cfg
         self.layout = layout
         self.log: list[HwEvent] = []
@@ -40,17 +40,17 @@ class Pmu:
         self.gp_bits = _mask(n)
         self.fixed_bits = _mask(m) << M.FIXED_IDX_BASE
         self.counter_bits = self.gp_bits | self.fixed_bits
-        L = layout
-        self.pmc = L.array("PMC", n, "hw")
-        self.evtsel = L.array("EVTSEL", n, "hw")
-        self.fixed_ctr = L.array("FIXED_CTR", m, "hw")
-        self.fixed_ctr_ctrl = L.field("FIXED_CTR_CTRL", "hw") if m else -1
+        L, p, o = layout, prefix, owner
+        self.pmc = L.array(f"{p}PMC", n, o)
+        self.evtsel = L.array(f"{p}EVTSEL", n, o)
+        self.fixed_ctr = L.array(f"{p}FIXED_CTR", m, o)
+        self.fixed_ctr_ctrl = L.field(f"{p}FIXED_CTR_CTRL", o) if m else -1
         # Power-up value: GP enable bits set (F-1.5.7, F-3.6.1).
         self.global_ctrl = (
-            L.field("GLOBAL_CTRL", "hw", init=self.gp_bits) if cfg.has_global_regs else -1
+            L.field(f"{p}GLOBAL_CTRL", o, init=self.gp_bits) if cfg.has_global_regs else -1
         )
-        self.global_status = L.field("GLOBAL_STATUS", "hw") if cfg.has_global_regs else -1
-        self.debugctl = L.field("DEBUGCTL", "hw")
+        self.global_status = L.field(f"{p}GLOBAL_STATUS", o) if cfg.has_global_regs else -1
+        self.debugctl = L.field(f"{p}DEBUGCTL", o)
         self.events = M.INTEL_EVENTS if cfg.intel else M.AMD_EVENTS
         self._readers: dict[int, Reader] = {}
         self._writers: dict[int, Writer] = {}
@@ -163,6 +163,8 @@ class Pmu:
                 clearable |= M.STATUS_OVF_UNCORE
             if ver >= 4:
                 clearable |= M.STATUS_LBR_FRZ | M.STATUS_CTR_FRZ | M.STATUS_ASCI
+                # Trace_ToPA_PMI (55) is clearable (F-1.7.5); STATUS_SET can set it.
+                clearable |= 1 << 55
             W[M.MSR_CORE_PERF_GLOBAL_OVF_CTRL] = self._status_clear(clearable, "OVF_CTRL")
         if ver >= 4:
             settable = (

@@ -25,6 +25,9 @@ EXIT_RDMSR = 5
 EXIT_WRMSR = 6
 EXIT_RDPMC = 7
 EXIT_APIC_WRITE = 8  # guest LVTPC / APIC register write
+EXIT_HLT = 9
+EXIT_IRQ_WINDOW = 10
+EXIT_EXTINT_HOST = 11  # an external interrupt for the host (e.g. its timer tick), not a PMI
 EXIT_NAMES = {
     EXIT_NONE: "none",
     EXIT_NMI: "NMI",
@@ -35,6 +38,9 @@ EXIT_NAMES = {
     EXIT_WRMSR: "WRMSR",
     EXIT_RDPMC: "RDPMC",
     EXIT_APIC_WRITE: "APIC write",
+    EXIT_HLT: "HLT",
+    EXIT_IRQ_WINDOW: "interrupt window",
+    EXIT_EXTINT_HOST: "host interrupt",
 }
 
 
@@ -46,6 +52,11 @@ class Cpu(Apic):
         L = layout
         self.mode = L.field("MODE", "hw", fmt="int")  # 0 host, 1 guest
         self.exit_reason = L.field("EXIT_REASON", "hw", fmt="int")
+        # Exit information for instruction exits: the MSR index or RDPMC ECX,
+        # and the value a WRMSR wanted to write.
+        self.exit_qual = L.field("EXIT_QUALIFICATION", "hw")
+        self.exit_data = L.field("EXIT_DATA", "hw")
+        self.exit_cpl = L.field("EXIT_GUEST_CPL", "hw", fmt="int")  # guest CS.RPL at exit
         if cfg.intel:
             self.vmcs_guest_pgc = L.field("VMCS.GUEST_PERF_GLOBAL_CTRL", "hw")
             # Pre-SPR: the guest value is captured by the VM-exit MSR-store list (H13).
@@ -94,14 +105,17 @@ class Cpu(Apic):
     # -- VMX -------------------------------------------------------------------
     def vmx_vmentry(self, s: list[int], load_pgc: bool = True) -> None:
         """VM-entry: guest-state load incl. PERF_GLOBAL_CTRL if the control is set (F-4.2.1)."""
-        if load_pgc:
+        # The PERF_GLOBAL_CTRL controls exist only with the MSR (v2+, F-4.1.1).
+        if load_pgc and self.global_ctrl >= 0:
             v = s[self.vmcs_guest_pgc]
             if v & ~self.counter_bits:  # F-4.2.2
                 raise Fault("VM-entry failure", f"GUEST_PERF_GLOBAL_CTRL {v:#x} has reserved bits")
             s[self.global_ctrl] = v
             self.log.append(("vmcs_load_pgc", v, 1))
         s[self.mode] = 1
-        s[self.exit_reason] = EXIT_NONE
+        s[self.exit_reason] = s[self.exit_qual] = s[self.exit_data] = s[self.exit_cpl] = EXIT_NONE
+        if self.exit_vector >= 0:
+            s[self.exit_vector] = 0
 
     def vmx_vmexit(self, s: list[int], reason: int, save_pgc: bool = True, load_pgc: bool = True) -> None:
         """VM-exit in SDM order (F-4.3.1): record, save guest state, MSR-store
@@ -113,28 +127,31 @@ class Cpu(Apic):
             vec = self.irq_pending(s)
             self.take_irq(s, vec)
             s[self.exit_vector] = vec
-        if save_pgc:
+        has_pgc = self.global_ctrl >= 0  # F-4.1.1: no controls without the MSR
+        if save_pgc and has_pgc:
             if self.cfg.vmx_save_global_ctrl:
                 s[self.vmcs_guest_pgc] = s[self.global_ctrl]
             else:
                 s[self.msr_store_pgc] = s[self.global_ctrl]
-        if load_pgc:
+        if load_pgc and has_pgc:
             s[self.global_ctrl] = 0  # HOST_IA32_PERF_GLOBAL_CTRL = 0 (§4.1)
         s[self.debugctl] = 0  # F-4.3.3
         s[self.mode] = 0
+        self.log.append(("vmexit", reason, s[self.global_ctrl] if self.global_ctrl >= 0 else 0))
 
     # -- SVM -------------------------------------------------------------------
     def svm_vmrun(self, s: list[int]) -> None:
         """VMRUN: guest mode, GIF=1; nothing in the PMU is switched (F-5.2, F-5.5)."""
         s[self.mode] = 1
         s[self.gif] = 1
-        s[self.exit_reason] = EXIT_NONE
+        s[self.exit_reason] = s[self.exit_qual] = s[self.exit_data] = s[self.exit_cpl] = EXIT_NONE
 
     def svm_vmexit(self, s: list[int], reason: int) -> None:
         """#VMEXIT: host mode, GIF=0; pending NMI/INTR stay pending (F-5.2-F-5.4)."""
         s[self.exit_reason] = reason
         s[self.mode] = 0
         s[self.gif] = 0
+        self.log.append(("vmexit", reason, s[self.global_ctrl] if self.global_ctrl >= 0 else 0))
 
     def stgi(self, s: list[int]) -> None:
         s[self.gif] = 1
@@ -145,8 +162,11 @@ class Cpu(Apic):
     def set_svme(self, s: list[int], on: bool) -> None:
         s[self.svme_idx] = 1 if on else 0
 
-    def vmexit(self, s: list[int], reason: int) -> None:
+    def vmexit(self, s: list[int], reason: int, qual: int = 0, data: int = 0, cpl: int = 0) -> None:
         """Vendor-neutral exit as KVM's mediated vPMU configures it."""
+        s[self.exit_qual] = qual
+        s[self.exit_data] = data
+        s[self.exit_cpl] = cpl
         if self.cfg.intel:
             self.vmx_vmexit(s, reason)
         else:

@@ -1,0 +1,1 @@
+"""The checker: the composed system, ghost state, properties, and the explorer."""

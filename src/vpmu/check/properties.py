@@ -1,0 +1,105 @@
+"""The properties a world is judged against: stable names, one-line descriptions, sources.
+
+Invariant ids I1-I10 are Appendix A.3 of kernel-mediated-pmu.md; hazards
+H1-H25 are its §6. How each is detected is in :mod:`vpmu.check.ghost`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vpmu.errors import VpmuError
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    description: str
+    source: str
+    vendor: str = ""  # "" both, or "intel" / "amd"
+
+
+PROPERTIES: tuple[Property, ...] = (
+    Property(
+        "lvtpc-written-while-enabled",
+        "load/put rewrite LVTPC only while PERF_GLOBAL_CTRL is 0",
+        "I1; H1; PeterZ 2025-08-18 (seed thread)",
+    ),
+    Property(
+        "lvtpc-route-consistent",
+        "guest_lvtpc_loaded holds exactly when LVTPC routes PMIs to 0xF5 whenever a counter can raise a PMI",
+        "I2; §2.4",
+    ),
+    Property(
+        "no-guest-counting-in-host",
+        "in host mode no counter holding guest programming counts",
+        "I3; H2, H7, H8",
+    ),
+    Property(
+        "amd-guest-only",
+        "every guest selector in hardware has GuestOnly=1 and HostOnly=0",
+        "I4; H8; v6 26/44",
+        vendor="amd",
+    ),
+    Property(
+        "clean-after-put",
+        "before perf re-schedules host events, guest counters, selectors, fixed control and status are zero",
+        "I5; H9, H10",
+    ),
+    Property(
+        "restored-after-load",
+        "after load, HW status equals the guest's, HW selectors equal eventsel_hw, LVTPC.mask mirrors the vLVTPC",
+        "I6; H10, H22",
+    ),
+    Property(
+        "no-emulated-count-while-loaded",
+        "KVM never increments pmc->counter for an emulated instruction while the guest PMU is loaded",
+        "I9; H11; v6 28/44",
+    ),
+    Property(
+        "nmi-handler-hands-off",
+        "host perf's NMI handler touches no PMU register while guest_lvtpc_loaded",
+        "I10; H5",
+    ),
+    Property(
+        "guest-transparency",
+        "every counter and status value the guest reads equals what a native CPU with its programming shows",
+        "PRODUCT.md Properties; pmu-test-suites.md §12",
+    ),
+    Property(
+        "guest-pmi-accounting",
+        "the guest receives exactly the PMIs its own counters raise: none lost, spurious or duplicated",
+        "§3.2; H6, H22",
+    ),
+    Property(
+        "host-isolation",
+        "every host perf event counts exactly the host-mode events it asked for",
+        "PRODUCT.md Properties; H7, H9, H16",
+    ),
+    Property(
+        "host-pmi-accounting",
+        "every host overflow with INT reaches host perf exactly once, and never the guest's vector",
+        "H1, H5, H6; S13",
+    ),
+    Property(
+        "no-warn",
+        "no WARN_ON_ONCE fires (a WARN on a correct state is a finding: the seed's assertion on AMD)",
+        "I8; seed thread (Sean 2025-11-19); §2.6",
+    ),
+)
+
+BY_NAME = {p.name: p for p in PROPERTIES}
+INDEX = {p.name: i + 1 for i, p in enumerate(PROPERTIES)}  # 0 = no violation
+
+
+def get(name: str) -> Property:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise VpmuError(
+            f"unknown property {name!r}; known properties: {', '.join(BY_NAME)}"
+        ) from None
+
+
+def by_index(i: int) -> Property:
+    return PROPERTIES[i - 1]

@@ -1,0 +1,335 @@
+"""The whole machine for one design and one world: contexts, moves, and the ghost.
+
+:class:`System` composes the layers: the CPU (hw), host perf and KVM built
+from the design (kernel), the guest program (guest), and the ghost (check).
+It defines the state graph the checker explores:
+
+* one CPU, so exactly one context runs at a time: in host mode the NMI
+  handler if active, else the IRQ handler, else the vCPU task; in guest mode
+  the guest's PMI handler if active, else its main program;
+* a pending NMI or interrupt that can be taken is taken before the running
+  context's next step (with ``pmi_skid`` > 0 the checker may also let up to
+  that many steps run first);
+* the checker may also, within the world's bounds, force an asynchronous
+  VM-exit at any guest instruction boundary, or raise an unrelated NMI.
+
+A move is a small tuple; :meth:`System.apply` performs one and returns what
+happened, which the trace writer prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vpmu.check.ghost import Ghost
+from vpmu.check.world import ASYNC_EXITS, WorldSpec
+from vpmu.designs import ENTRIES
+from vpmu.errors import Fault, VpmuError
+from vpmu.guest.isa import GuestIsa
+from vpmu.guest.program import assemble, msr_index, parse_value, pmi_handler
+from vpmu.hw import msr as M
+from vpmu.hw import virt as V
+from vpmu.hw.layout import Layout, State
+from vpmu.hw.virt import Cpu
+from vpmu.kernel import kvm, perf
+from vpmu.kernel.env import KernelEnv
+from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Program, compile_program
+
+# Move kinds
+STEP, DELIVER, ASYNC_EXIT, NMI = 0, 1, 2, 3
+Move = tuple[int, int]
+
+TASK, NMI_CTX, IRQ_CTX, GUEST, GUEST_IRQ = "task", "nmi", "irq", "guest", "guest-irq"
+CONTEXT_LABEL = {
+    TASK: "host",
+    NMI_CTX: "NMI",
+    IRQ_CTX: "IRQ",
+    GUEST: "guest",
+    GUEST_IRQ: "guest PMI",
+}
+
+
+@dataclass
+class StepRecord:
+    """What one move did, for traces."""
+
+    move: Move
+    context: str
+    label: str  # function:label, or a description of an event
+    text: str
+    hw: list[tuple[str, int, int]]
+
+
+class System:
+    def __init__(self, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> None:
+        self.design = design
+        self.world = world
+        L = self.layout = Layout()
+        self.cpu = Cpu(world.machine, L)
+        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events)
+        self.props = properties if properties is not None else world.enabled_properties()
+        self.ghost = Ghost(env, L, self.props)
+        env.obs = self.ghost
+        # Context program counters (-1: not running).
+        self.task_pc = L.field("ctx.task.pc", "ctx", fmt="int")
+        self.nmi_pc = L.field("ctx.nmi.pc", "ctx", init=-1, fmt="int")
+        self.irq_pc = L.field("ctx.irq.pc", "ctx", init=-1, fmt="int")
+        self.exits_left = L.field("budget.exits", "ctx", init=world.bounds.exits, fmt="int")
+        self.nmis_left = L.field("budget.nmis", "ctx", init=world.bounds.nmis, fmt="int")
+        self.async_reasons = tuple(ASYNC_EXITS[r] for r in world.bounds.exit_reasons)
+
+        fns = design.build(env)
+        self.functions = fns
+        self.task = compile_program(fns, ENTRIES["task"])
+        self.nmi = compile_program(fns, ENTRIES["nmi"])
+        self.irq = compile_program(fns, ENTRIES["irq"])
+        boot = compile_program(fns, "kvm_enable_virtualization_cpu")
+        isa = self.isa = GuestIsa(env)
+        try:
+            gmain = assemble(env, isa, "guest_main", world.guest.program)
+            rearm = []
+            for line in world.guest.rearm:
+                parts = line.split()
+                if len(parts) != 2:
+                    raise VpmuError(f"guest.rearm entry {line!r}: expected 'MSR VALUE'")
+                rearm.append((msr_index(env, parts[0]), parse_value(env, parts[1])))
+            handler = pmi_handler(env, isa, world.guest.ack, parse_value(env, world.guest.enable), rearm)
+        except VpmuError as e:
+            raise VpmuError(f"{world.source or world.name}: {e}") from None
+        self.guest = compile_program({"guest_main": gmain}, "guest_main")
+        self.guest_irq = compile_program({"guest_pmi_handler": handler}, "guest_pmi_handler")
+        self.functions = {**fns, "guest_main": gmain, "guest_pmi_handler": handler}
+
+        # Checkpoints for I5/I6 and the loaded window for I9, in the task program.
+        self.after_load_pcs = frozenset(end for _, end in self.task.spans("kvm_mediated_pmu_load"))
+        self.after_put_pcs = self._put_checkpoints()
+        window: set[int] = set()
+        for (_, load_end), (put_start, _) in zip(
+            self.task.spans("kvm_mediated_pmu_load"), self.task.spans("kvm_mediated_pmu_put"), strict=False
+        ):
+            window.update(range(load_end, put_start + 1))
+        self.ghost.loaded_window = frozenset(window)
+        self.ghost.task_pc = self.task_pc
+        self._initial = self._boot(boot)
+
+    def _put_checkpoints(self) -> frozenset[int]:
+        out = set()
+        for start, end in self.task.spans("kvm_mediated_pmu_put"):
+            inner = [a for a, _ in self.task.spans("perf_put_guest_context") if start <= a < end]
+            out.add(inner[0] if inner else end)
+        return frozenset(out)
+
+    # -- initial state ---------------------------------------------------------------------
+    def _boot(self, boot: Program) -> State:
+        """Boot: LVTPC = NMI (perf_events_lapic_init), KVM enables virtualization,
+        host events are created and scheduled in, perf enables the PMU."""
+        s = self.layout.initial()
+        cpu, env = self.cpu, self.env
+        cpu.write_lvtpc(s, M.APIC_DM_NMI)
+        for ins in boot.code:
+            if ins.step.kind == END:
+                break
+            if ins.do and (ins.when is None or ins.when(s)):
+                ins.do(s)
+        for e, ev in enumerate(env.host_events):
+            s[env.ev_prev[e]] = -ev.period & cpu.gp_mask  # x86_perf_event_set_period()
+            cpu.wrmsr(s, env.GP_COUNTER(ev.counter), s[env.ev_prev[e]])
+            cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
+            s[self.ghost.owner_gp + ev.counter] = 1
+        if env.host_events and cpu.global_ctrl >= 0:
+            cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.host_global_enable)
+        cpu.log.clear()
+        return tuple(s)
+
+    def initial(self) -> State:
+        return self._initial
+
+    # -- contexts ------------------------------------------------------------------------------
+    def running(self, s: State | list[int]) -> tuple[str, int, Program]:
+        """The running context, its pc slot, and its program."""
+        if s[self.cpu.mode]:
+            if s[self.env.guest_irq_rip] >= 0:
+                return GUEST_IRQ, self.env.guest_irq_rip, self.guest_irq
+            return GUEST, self.env.guest_rip, self.guest
+        if s[self.nmi_pc] >= 0:
+            return NMI_CTX, self.nmi_pc, self.nmi
+        if s[self.irq_pc] >= 0:
+            return IRQ_CTX, self.irq_pc, self.irq
+        return TASK, self.task_pc, self.task
+
+    def finished(self, s: State) -> bool:
+        return (
+            not s[self.cpu.mode]
+            and s[self.nmi_pc] < 0
+            and s[self.irq_pc] < 0
+            and self.task.code[s[self.task_pc]].step.kind == END
+        )
+
+    def _deliverable(self, s: State | list[int]) -> bool:
+        cpu = self.cpu
+        if s[cpu.mode]:
+            return cpu.guest_exit_pending(s) != V.EXIT_NONE  # type: ignore[arg-type]
+        if cpu.host_nmi_deliverable(s):  # type: ignore[arg-type]
+            return True
+        return s[self.irq_pc] < 0 and s[self.nmi_pc] < 0 and cpu.host_irq_deliverable(s) != 0  # type: ignore[arg-type]
+
+    # -- the state graph -------------------------------------------------------------------------
+    def moves(self, s: State) -> list[Move]:
+        """Every move enabled in ``s``, in a fixed order (determinism)."""
+        if s[self.ghost.violation]:
+            return []
+        out: list[Move] = []
+        done = self.finished(s)
+        if self._deliverable(s):
+            out.append((DELIVER, 0))
+            if self.cpu.skid >= 0 and s[self.cpu.skid] > 0:
+                out.append((STEP, 0))
+        elif not done:
+            out.append((STEP, 0))
+        if done:
+            return out
+        if s[self.cpu.mode] and s[self.exits_left] > 0 and not self._deliverable(s):
+            out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
+        if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
+            out.append((NMI, 0))
+        return out
+
+    def successors(self, s: State) -> list[tuple[Move, State]]:
+        return [(m, self.apply(s, m)[0]) for m in self.moves(s)]
+
+    def apply(self, state: State, move: Move) -> tuple[State, StepRecord]:
+        """Perform one move; return the new state and a record of it."""
+        s = list(state)
+        cpu, ghost = self.cpu, self.ghost
+        cpu.log.clear()
+        kind, arg = move
+        ctx, pc_slot, prog = self.running(s)
+        ghost.instr = None
+        ghost.context = ctx
+        if kind == STEP:
+            rec = self._step(state, s, ctx, pc_slot, prog)
+        elif kind == DELIVER:
+            rec = self._deliver(s, ctx)
+        elif kind == ASYNC_EXIT:
+            s[self.exits_left] -= 1
+            cpu.vmexit(s, arg)
+            rec = StepRecord(move, ctx, "VM-exit", f"asynchronous VM-exit: {V.EXIT_NAMES[arg]}", [])
+        else:
+            s[self.nmis_left] -= 1
+            s[cpu.nmi_pending] = 1
+            rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
+        rec.move = move
+        rec.hw = list(cpu.log)
+        ghost.after_step(state, s, cpu.log)
+        if kind == STEP and ctx == TASK:
+            pc = s[self.task_pc]
+            if pc == state[self.task_pc] + 1:  # fell through into a checkpoint
+                if pc in self.after_load_pcs:
+                    ghost.after_load(s)
+                if pc in self.after_put_pcs:
+                    ghost.after_put(s)
+        new = tuple(s)
+        if not s[ghost.violation] and self.finished(new) and not self._deliverable(new):
+            ghost.terminal(s)
+            new = tuple(s)
+        return new, rec
+
+    def _deliver(self, s: list[int], ctx: str) -> StepRecord:
+        cpu = self.cpu
+        if s[cpu.mode]:
+            reason = cpu.guest_exit_pending(s)
+            cpu.vmexit(s, reason)
+            return StepRecord((DELIVER, 0), ctx, "VM-exit", f"VM-exit: {V.EXIT_NAMES[reason]}", [])
+        if cpu.host_nmi_deliverable(s):
+            cpu.take_nmi(s)
+            s[self.nmi_pc] = 0
+            return StepRecord((DELIVER, 0), ctx, "NMI", "NMI delivered: perf_event_nmi_handler()", [])
+        vec = cpu.host_irq_deliverable(s)
+        cpu.take_irq(s, vec)
+        if vec == M.PERF_GUEST_MEDIATED_PMI_VECTOR:
+            s[self.irq_pc] = 0
+            return StepRecord((DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x}: sysvec_perf_guest_mediated_pmi_handler()", [])
+        return StepRecord((DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x} (no handler in the model)", [])
+
+    def _step(self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program) -> StepRecord:
+        cpu, ghost = self.cpu, self.ghost
+        pc = s[pc_slot]
+        ins = prog.code[pc]
+        st = ins.step
+        ghost.instr = ins
+        guest = ctx in (GUEST, GUEST_IRQ)
+        if self.cpu.skid >= 0 and s[cpu.skid] > 0:
+            s[cpu.skid] -= 1
+        cond = ins.when is None or ins.when(s)
+        next_pc = pc + 1
+        n_units = 1
+        try:
+            if st.kind == LOOP:
+                n_units = min(self.chunk(s, ins), s[st.arg])
+                s[st.arg] -= n_units
+                if s[st.arg] > 0:
+                    next_pc = pc
+            elif st.kind == WARN:
+                if cond:
+                    ghost.warn(s, f"{ins.qualified}: {st.listing()}")
+                    if ins.target >= 0:
+                        next_pc = ins.target
+            elif st.kind == kvm.INTR:
+                if cond:
+                    vec = s[cpu.exit_vector]
+                    if vec == M.PERF_GUEST_MEDIATED_PMI_VECTOR:
+                        s[self.irq_pc] = 0
+            else:
+                if cond and ins.do is not None:
+                    ins.do(s)
+                if cond and ins.target >= 0:
+                    next_pc = ins.target
+        except Fault as f:
+            if guest:
+                raise VpmuError(f"guest instruction {ins.qualified} ({st.listing()}) faults: {f}") from None
+            ghost.warn(s, f"{ins.qualified}: unchecked MSR access error: {f}")
+        for slot in ins.clear:
+            s[slot] = 0
+        # Advance the pc and retire the instruction in the mode it ran in.
+        if guest:
+            if s[cpu.mode]:  # completed in guest mode (no exit)
+                if st.kind == IRET:
+                    pass  # the handler's iret cleared its rip
+                else:
+                    s[pc_slot] = next_pc
+                if st.retire:
+                    branches = n_units if st.branch else 0
+                    cpu.retire(s, True, st.ring, n_units, branches)
+                    ghost.guest_retired(s, st.ring, n_units, branches)
+            elif st.kind == IRET:
+                pass
+            # else: the instruction exited; KVM skips it once emulated
+        else:
+            if st.kind == IRET:
+                s[pc_slot] = -1
+                if ctx == NMI_CTX:
+                    cpu.iret_nmi(s)
+            elif st.kind != END:
+                s[pc_slot] = next_pc
+            if st.kind not in (VMENTER, END) and st.retire and not s[cpu.mode]:
+                cpu.retire(s, False, 0, 1)
+                ghost.host_retired(s, 1)
+        text = st.listing()
+        if st.kind == LOOP and n_units != 1:
+            text = f"{n_units} of {text}"
+        return StepRecord((STEP, 0), ctx, ins.qualified, text, [])
+
+    def chunk(self, s: list[int], ins: object) -> int:
+        """How many loop instructions one step retires: 1 when checking."""
+        return 1
+
+    # -- helpers for reports -------------------------------------------------------------------------
+    def violation(self, s: State) -> int:
+        return s[self.ghost.violation]
+
+
+def make_system(design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> System:
+    return System(design, world, properties)
+
+
+__all__ = ["ASYNC_EXIT", "DELIVER", "NMI", "STEP", "StepRecord", "System", "make_system", "perf"]

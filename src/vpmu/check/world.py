@@ -1,0 +1,255 @@
+"""Worlds: what a check explores — machine, vCPU, host events, guest program, bounds.
+
+A world is a TOML file (the defaults live in ``vpmu/worlds/``; ``vpmu worlds``
+lists them). Every key is validated; a mistake names the file, the key, the
+value and what is allowed. Example::
+
+    name = "intel-small"
+    description = "one GP + one fixed counter, 2-bit wide"
+
+    [machine]               # vpmu.config.MachineConfig fields
+    vendor = "intel"
+    num_gp = 1
+    gp_width = 2
+
+    [vcpu]                  # defaults: the host's counters
+    intel_compatible = true
+
+    [[host_event]]
+    name = "cycles"
+    event = "cycles"        # cycles | instructions | branches
+    exclude_guest = true
+
+    [guest]
+    program = ["wrmsr EVTSEL0 INSTRUCTIONS|OS|USR|INT|EN", "loop 3", "rdpmc 0", "hlt"]
+    ack = "late"            # where the guest's PMI handler unmasks LVTPC
+    enable = "GP0"          # the GLOBAL_CTRL value its handler restores
+    rearm = ["PMC0 -2"]     # counter presets its handler writes back
+
+    [bounds]
+    exits = 1               # asynchronous VM-exits the checker may inject
+    exit_reasons = ["timer"]
+    nmis = 1                # unrelated NMIs
+
+    [check]
+    properties = []         # empty: all properties
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vpmu.check import properties as P
+from vpmu.config import MachineConfig, load_toml
+from vpmu.errors import ConfigError, VpmuError
+from vpmu.hw import msr as M
+from vpmu.hw import virt as V
+from vpmu.kernel.env import HostEvent, VcpuSpec
+
+#: Exits the checker may inject at any guest instruction boundary. A preemption-timer
+#: exit is handled in KVM's fastpath; an external interrupt (a host timer tick) is not.
+ASYNC_EXITS = {"timer": V.EXIT_TIMER, "interrupt": V.EXIT_EXTINT_HOST}
+TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    exits: int = 1
+    exit_reasons: tuple[str, ...] = ("timer",)
+    nmis: int = 1
+    max_depth: int = 0  # 0: unbounded (the programs are finite)
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    program: tuple[str, ...]
+    ack: str = "late"
+    enable: str = "GP0"
+    rearm: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    name: str
+    machine: MachineConfig
+    vcpu: VcpuSpec
+    host_events: tuple[HostEvent, ...]
+    guest: GuestSpec
+    bounds: Bounds = field(default_factory=Bounds)
+    properties: tuple[str, ...] = ()  # empty: all
+    description: str = ""
+    source: str = ""
+
+    def enabled_properties(self) -> tuple[str, ...]:
+        chosen = self.properties or tuple(p.name for p in P.PROPERTIES)
+        return tuple(n for n in chosen if P.get(n).vendor in ("", self.machine.vendor))
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    t = data.get(key, {})
+    if not isinstance(t, dict):
+        raise ConfigError(key, t, "must be a TOML table", where)
+    return t
+
+
+def _known(table: Mapping[str, Any], keys: tuple[str, ...], prefix: str, where: str) -> None:
+    for k in table:
+        if k not in keys:
+            raise ConfigError(f"{prefix}{k}", table[k], f"unknown key; allowed: {', '.join(keys)}", where)
+
+
+def _int(v: Any, name: str, lo: int, hi: int, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(name, v, f"allowed: an integer from {lo} to {hi}", where)
+    return v
+
+
+def _bool(v: Any, name: str, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(name, v, "allowed: true or false", where)
+    return v
+
+
+def _strs(v: Any, name: str, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(name, v, "allowed: a list of strings", where)
+    return tuple(v)
+
+
+def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world") -> WorldSpec:
+    """Validate a world mapping (as read from TOML)."""
+    _known(data, TOP_KEYS, "", where)
+    machine_t = _table(data, "machine", where)
+    machine = MachineConfig.from_mapping(machine_t, where=f"{where} [machine]")
+
+    vt = _table(data, "vcpu", where)
+    _known(vt, ("num_gp", "num_fixed", "intel_compatible", "deny_events", "deny_fixed", "lvtpc"), "vcpu.", where)
+    ngp = _int(vt.get("num_gp", machine.num_gp), "vcpu.num_gp", 1, machine.num_gp, where)
+    nfx = _int(vt.get("num_fixed", machine.num_fixed), "vcpu.num_fixed", 0, machine.num_fixed, where)
+    deny = vt.get("deny_events", [])
+    if not isinstance(deny, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in deny):
+        raise ConfigError("vcpu.deny_events", deny, "allowed: a list of event-select numbers", where)
+    deny_fixed = vt.get("deny_fixed", [])
+    if not isinstance(deny_fixed, list) or not all(isinstance(x, int) for x in deny_fixed):
+        raise ConfigError("vcpu.deny_fixed", deny_fixed, "allowed: a list of fixed-counter indices", where)
+    lvtpc = vt.get("lvtpc", "NMI")
+    if lvtpc not in ("NMI", "NMI|MASKED") and not isinstance(lvtpc, int):
+        raise ConfigError("vcpu.lvtpc", lvtpc, 'allowed: "NMI", "NMI|MASKED" or an integer', where)
+    lvt = lvtpc if isinstance(lvtpc, int) else M.APIC_DM_NMI | (M.APIC_LVT_MASKED if "MASKED" in lvtpc else 0)
+    vcpu = VcpuSpec(
+        num_gp=ngp,
+        num_fixed=nfx,
+        intel_compatible=_bool(vt.get("intel_compatible", machine.intel), "vcpu.intel_compatible", where),
+        deny_events=tuple(deny),
+        deny_fixed=tuple(deny_fixed),
+        lvtpc=lvt,
+    )
+
+    events_t = data.get("host_event", [])
+    if not isinstance(events_t, list):
+        raise ConfigError("host_event", events_t, "must be an array of tables ([[host_event]])", where)
+    events: list[HostEvent] = []
+    used: set[int] = set()
+    for n, et in enumerate(events_t):
+        pre = f"host_event[{n}]."
+        if not isinstance(et, dict):
+            raise ConfigError(f"host_event[{n}]", et, "must be a table", where)
+        _known(et, ("name", "event", "exclude_guest", "pinned", "period", "counter"), pre, where)
+        name = et.get("name", f"event{n}")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(pre + "name", name, "allowed: an identifier", where)
+        ev = et.get("event", M.CYCLES)
+        if ev not in M.EVENT_STREAMS:
+            raise ConfigError(pre + "event", ev, f"allowed: {', '.join(M.EVENT_STREAMS)}", where)
+        excl = _bool(et.get("exclude_guest", True), pre + "exclude_guest", where)
+        if not excl:
+            # H14: perf refuses include-guest core events while a mediated VM exists (-EOPNOTSUPP).
+            raise ConfigError(
+                pre + "exclude_guest", False,
+                "a mediated vPMU excludes include-guest core events (perf returns -EOPNOTSUPP, H14); allowed: true",
+                where,
+            )
+        counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)
+        if counter in used:
+            raise ConfigError(pre + "counter", counter, "another host event already uses this counter", where)
+        used.add(counter)
+        # perf's default for counting events: x86_pmu.max_period = cntval_mask >> 1.
+        max_period = (1 << (machine.gp_width - 1)) - 1
+        period = _int(et.get("period", max_period), pre + "period", 1, (1 << machine.gp_width) - 1, where)
+        events.append(HostEvent(name, ev, excl, _bool(et.get("pinned", True), pre + "pinned", where), period, counter))
+
+    gt = _table(data, "guest", where)
+    _known(gt, ("program", "ack", "enable", "rearm"), "guest.", where)
+    if "program" not in gt:
+        raise ConfigError("guest.program", None, "required: a list of guest instructions", where)
+    ack = gt.get("ack", "late")
+    if ack not in ("early", "mid", "late"):
+        raise ConfigError("guest.ack", ack, "allowed: early, mid, late", where)
+    enable = gt.get("enable", "GP0")
+    if not isinstance(enable, str):
+        raise ConfigError("guest.enable", enable, "allowed: a value expression such as \"GP0|FIXED0\"", where)
+    guest = GuestSpec(_strs(gt["program"], "guest.program", where), ack, enable,
+                      _strs(gt.get("rearm", []), "guest.rearm", where))
+
+    bt = _table(data, "bounds", where)
+    _known(bt, ("exits", "exit_reasons", "nmis", "max_depth"), "bounds.", where)
+    reasons = _strs(bt.get("exit_reasons", ["timer"]), "bounds.exit_reasons", where)
+    for r in reasons:
+        if r not in ASYNC_EXITS:
+            raise ConfigError("bounds.exit_reasons", r, f"allowed: {', '.join(ASYNC_EXITS)}", where)
+    bounds = Bounds(
+        exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
+        exit_reasons=reasons,
+        nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
+        max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
+    )
+
+    ct = _table(data, "check", where)
+    _known(ct, ("properties",), "check.", where)
+    props = _strs(ct.get("properties", []), "check.properties", where)
+    for p in props:
+        if p not in P.BY_NAME:
+            raise ConfigError("check.properties", p, f"allowed: {', '.join(P.BY_NAME)}", where)
+
+    name = data.get("name", default_name)
+    if not isinstance(name, str):
+        raise ConfigError("name", name, "allowed: a string", where)
+    desc = data.get("description", "")
+    if not isinstance(desc, str):
+        raise ConfigError("description", desc, "allowed: a string", where)
+    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where)
+
+
+def load_world(path: str | Path) -> WorldSpec:
+    p = Path(path)
+    return parse_world(load_toml(p), str(p), default_name=p.stem)
+
+
+def builtin_worlds() -> dict[str, WorldSpec]:
+    """The worlds shipped in ``vpmu/worlds/``, by name."""
+    out: dict[str, WorldSpec] = {}
+    for entry in sorted(resources.files("vpmu.worlds").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            spec = parse_world(data, f"worlds/{entry.name}", default_name=entry.name[:-5])
+            out[spec.name] = spec
+    return out
+
+
+DEFAULT_WORLDS = {"intel": "intel-default", "amd": "amd-default"}
+
+
+def resolve_world(ref: str) -> WorldSpec:
+    """A built-in world by name, or a TOML file by path."""
+    worlds = builtin_worlds()
+    if ref in worlds:
+        return worlds[ref]
+    if ref.endswith(".toml") or Path(ref).exists():
+        return load_world(ref)
+    raise VpmuError(f"unknown world {ref!r}; built-in worlds: {', '.join(worlds)} (or give a .toml path)")

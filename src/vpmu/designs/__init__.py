@@ -1,0 +1,215 @@
+"""Named designs: the merged code, the v5 posting, the seed thread's proposal, ablations.
+
+Each design states what it changes and where the fact comes from. A variant
+is its base plus edits by label (:class:`vpmu.kernel.lang.Edit`), so
+``vpmu show`` and ``vpmu diff`` can print exactly what differs.
+"""
+
+from __future__ import annotations
+
+from vpmu.errors import VpmuError
+from vpmu.hw import msr as M
+from vpmu.kernel import kvm, perf
+from vpmu.kernel.env import KernelEnv
+from vpmu.kernel.lang import WARN, Design, Edit, Function, Step
+
+#: The program each host context runs.
+ENTRIES = {"task": "vcpu_run", "nmi": "perf_event_nmi_handler", "irq": "kvm_handle_guest_mediated_pmi"}
+
+UPSTREAM = Design(
+    name="upstream",
+    summary="The merged mediated vPMU (v6 as applied for the release after 6.19)",
+    builders={**perf.BUILDERS, **kvm.BUILDERS},
+    source="kernel-mediated-pmu.md §1.2, §1.3, §2.3, §2.4; App. B.1-B.4",
+    entries=ENTRIES,
+)
+
+
+# --- v5 (Appendix B.5) ------------------------------------------------------------------
+
+
+def _v5_load_hook(env: KernelEnv) -> Step:
+    cpu, vl, flag = env.cpu, env.vlvtpc, env.guest_lvtpc_loaded
+
+    def do(s: list[int]) -> None:
+        cpu.write_lvtpc(s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED))
+        s[flag] = 1
+
+    return Step(
+        "arch_perf_load_guest_context",
+        "arch_perf_load_guest_context(data): apic_write(APIC_LVTPC, FIXED | 0xF5 | (data & MASKED)); "
+        "x86_guest_ctx_loaded = true",
+        do,
+        source="B.5; v5 09/44",
+    )
+
+
+def _v5_put_hook(env: KernelEnv) -> Step:
+    cpu, flag = env.cpu, env.guest_lvtpc_loaded
+
+    def do(s: list[int]) -> None:
+        s[flag] = 0
+        cpu.write_lvtpc(s, M.APIC_DM_NMI)
+
+    return Step(
+        "arch_perf_put_guest_context",
+        "arch_perf_put_guest_context(): x86_guest_ctx_loaded = false; apic_write(APIC_LVTPC, APIC_DM_NMI)",
+        do,
+        source="B.5; v5 09/44",
+    )
+
+
+def _v5_load_pmcs(env: KernelEnv) -> Function:
+    """v5 37/44: counters written unconditionally (the elision came later)."""
+    fn = kvm.kvm_pmu_load_guest_pmcs(env)
+    cpu = env.cpu
+    steps = []
+    for st in fn.steps:
+        if st.label.startswith("load_pmc"):
+            i = int(st.label[len("load_pmc"):])
+            ctr = env.pmc_counter + i
+            st = Step(st.label, f"wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
+                      lambda s, i=i, ctr=ctr: cpu.wrmsr(s, env.GP_COUNTER(i), s[ctr]), source="B.5 (v5 37/44)")
+        elif st.label.startswith("load_fixed"):
+            j = int(st.label[len("load_fixed"):])
+            ctr = env.fixed_counter + j
+            st = Step(st.label, f"wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
+                      lambda s, j=j, ctr=ctr: cpu.wrmsr(s, env.FIXED_COUNTER(j), s[ctr]), source="B.5 (v5 37/44)")
+        steps.append(st)
+    return Function(fn.name, tuple(steps), fn.doc, "B.5 (v5 37/44)")
+
+
+V5 = UPSTREAM.with_builders(
+    "v5",
+    "The v5 posting: LVTPC switched inside perf's context load/put, then KVM clears PERF_GLOBAL_CTRL",
+    {"kvm_pmu_load_guest_pmcs": _v5_load_pmcs},
+    source="kernel-mediated-pmu.md App. B.5, §1.5; v5 09/44 and 37/44 (2025-08-06)",
+)
+V5 = V5.derive(
+    "v5",
+    V5.summary,
+    [
+        Edit("insert_after", "perf_load_guest_context", "ctx_sched_out", step=_v5_load_hook,
+             note="LVTPC switch inside perf's ctx-disabled window"),
+        Edit("delete", "kvm_mediated_pmu_load", "load_lvtpc"),
+        Edit("insert_after", "perf_put_guest_context", "ctx_sched_in", step=_v5_put_hook,
+             note="LVTPC restore inside perf's ctx-disabled window"),
+        Edit("delete", "kvm_mediated_pmu_put", "put_lvtpc"),
+    ],
+    source=V5.source,
+)
+
+
+# --- the seed thread's proposal ------------------------------------------------------------
+
+
+def _assert_global_ctrl_zero(env: KernelEnv) -> Step:
+    cpu, gc = env.cpu, env.PERF_GLOBAL_CTRL
+    return Step(
+        "assert_global_ctrl",
+        "WARN_ON_ONCE(rdmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL))",
+        kind=WARN,
+        when=lambda s: bool(cpu.rdmsr(s, gc)),
+        when_text="rdmsrq(PERF_GLOBAL_CTRL) != 0",
+        source="seed thread: Sean 2025-08-18 (aKNF7jc4qr9ab-Es), H2",
+    )
+
+
+SEED_ASSERT = UPSTREAM.derive(
+    "seed-assert",
+    "The seed thread's proposal: assert PERF_GLOBAL_CTRL is 0 after perf_load_guest_context instead of clearing it",
+    [Edit("replace", "kvm_mediated_pmu_load", "clear_global_ctrl", step=_assert_global_ctrl_zero)],
+    source="seed-thread.txt; kernel-mediated-pmu.md H2, S1",
+    notes="Sean's objection (2025-11-19): perf only disables events; amd_pmu_reload_virt() sets every GlobalCtl bit.",
+)
+
+LVTPC_BEFORE_CLEAR = UPSTREAM.derive(
+    "lvtpc-before-clear",
+    "H1 ablation: switch LVTPC to 0xF5 before clearing PERF_GLOBAL_CTRL",
+    [Edit("swap", "kvm_mediated_pmu_load", "clear_global_ctrl", other="load_lvtpc")],
+    source="kernel-mediated-pmu.md H1, S13; PeterZ 2025-08-18",
+)
+
+FLAG_FIRST = UPSTREAM.derive(
+    "flag-first",
+    "Proposed fix: perf_load_guest_lvtpc() sets guest_lvtpc_loaded before it rewrites LVTPC",
+    [Edit("swap", "perf_load_guest_lvtpc", "write_lvtpc", other="set_flag")],
+    source="vpmu finding (docs/findings.md): an NMI between the LVTPC write and the flag runs the "
+    "whole Intel PMI handler, whose ack rewrites LVTPC to NMI and whose enable_all re-enables the PMU",
+    notes="With the flag set first, an NMI in the window is ignored by the guest_lvtpc_loaded gate; "
+    "host events are already scheduled out, so no host PMI can be lost there.",
+)
+
+PERF_STAYS_DISABLED = FLAG_FIRST.derive(
+    "perf-stays-disabled",
+    "Proposed fix: flag-first, and perf_load_guest_context() leaves the PMU disabled (cpuc->enabled = 0) "
+    "until perf_put_guest_context()",
+    [Edit("delete", "perf_load_guest_context", "perf_ctx_enable")],
+    source="vpmu finding (docs/findings.md): an NMI between KVM's PERF_GLOBAL_CTRL clear and the guest's "
+    "selectors being loaded re-enables every counter (the handler restores cpuc->enabled)",
+    notes="PeterZ's suggestion in the seed thread (an empty PMU should leave GLOBAL_CTRL at 0), made "
+    "robust against NMIs by keeping cpuc->enabled clear; KVM still clears PERF_GLOBAL_CTRL itself.",
+)
+
+# --- ablations used to show each property can fail -------------------------------------------
+
+NO_CLEAR = UPSTREAM.derive(
+    "no-clear",
+    "H2 ablation: drop KVM's explicit PERF_GLOBAL_CTRL clear in load",
+    [Edit("delete", "kvm_mediated_pmu_load", "clear_global_ctrl")],
+    source="kernel-mediated-pmu.md H2",
+)
+NO_NMI_GATE = UPSTREAM.derive(
+    "no-nmi-gate",
+    "H5 ablation: perf's NMI handler ignores guest_lvtpc_loaded",
+    [Edit("delete", "perf_event_nmi_handler", "guest_lvtpc_gate")],
+    source="kernel-mediated-pmu.md H5, S8",
+)
+PUT_KEEPS_EVENTSEL = UPSTREAM.derive(
+    "put-keeps-eventsel",
+    "H9 ablation: put leaves guest selectors (and fixed control) in hardware",
+    [
+        Edit("delete", "kvm_pmu_put_guest_pmcs", "clear_eventsel*"),
+        Edit("delete", "intel_mediated_pmu_put", "clear_fixed_ctrl*"),
+    ],
+    source="kernel-mediated-pmu.md H9",
+)
+NO_STATUS_RESTORE = UPSTREAM.derive(
+    "no-status-restore",
+    "H10 ablation: load does not restore the guest's GLOBAL_STATUS",
+    [
+        Edit("delete", "intel_mediated_pmu_load", "set_guest_status"),
+        Edit("delete", "amd_mediated_pmu_load", "set_guest_status"),
+    ],
+    source="kernel-mediated-pmu.md H10",
+)
+NO_FASTPATH_GUARD = UPSTREAM.derive(
+    "no-fastpath-guard",
+    "H11 ablation: emulate (skip) instructions in the fastpath while PMCs count instructions",
+    [Edit("replace", "vcpu_enter_guest", "fastpath", step=lambda env: kvm.fastpath_step(env, guard=False))],
+    source="kernel-mediated-pmu.md H11; v6 28/44",
+)
+
+DESIGNS: dict[str, Design] = {
+    d.name: d
+    for d in (
+        UPSTREAM,
+        V5,
+        SEED_ASSERT,
+        LVTPC_BEFORE_CLEAR,
+        FLAG_FIRST,
+        PERF_STAYS_DISABLED,
+        NO_CLEAR,
+        NO_NMI_GATE,
+        PUT_KEEPS_EVENTSEL,
+        NO_STATUS_RESTORE,
+        NO_FASTPATH_GUARD,
+    )
+}
+
+
+def get_design(name: str) -> Design:
+    try:
+        return DESIGNS[name]
+    except KeyError:
+        raise VpmuError(f"unknown design {name!r}; known designs: {', '.join(DESIGNS)}") from None

@@ -1,0 +1,1 @@
+"""The guest: its PMU instructions, its programs and its PMI handler."""

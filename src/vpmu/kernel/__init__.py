@@ -1,0 +1,1 @@
+"""The host software: the step language, host perf, and KVM's mediated vPMU."""

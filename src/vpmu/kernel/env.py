@@ -1,0 +1,170 @@
+"""What host kernel code sees: the CPU, its own variables, and observation hooks.
+
+:class:`KernelEnv` claims the state slots of host perf (per-CPU flags, one
+record per host event) and of KVM (the vCPU's ``struct kvm_pmu``, its PMCs,
+the virtual LVTPC, pending requests). Function builders in
+:mod:`vpmu.kernel.perf` and :mod:`vpmu.kernel.kvm` read slot indices from it.
+
+:class:`Observer` is how the model reports what a party *observed* (a guest
+read, a PMI, a host count update, a WARN) to whoever watches: the checker's
+properties, the simulator's report. The kernel does not know who listens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vpmu.hw import msr as M
+from vpmu.hw.layout import Layout
+from vpmu.hw.virt import Cpu
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    """A host perf event on the core PMU (perf_event_attr, reduced).
+
+    perf arms the counter to ``-period`` and re-arms it after each overflow
+    (x86_perf_event_set_period); a counting event uses x86_pmu.max_period,
+    half the counter range, so its overflows are never more than one apart.
+    """
+
+    name: str
+    event: str = M.CYCLES  # one of msr.EVENT_STREAMS
+    exclude_guest: bool = True
+    pinned: bool = True
+    period: int = 1
+    counter: int = 0  # the GP counter perf assigns
+
+
+@dataclass(frozen=True)
+class VcpuSpec:
+    """The vCPU's PMU as userspace configured it (CPUID, filter)."""
+
+    num_gp: int
+    num_fixed: int
+    #: Guest CPUID vendor is Intel-compatible: KVM emulates LVTPC auto-mask (§3.2 step 5).
+    intel_compatible: bool = True
+    #: Event selects the VM's PMU event filter denies (deny list, §5.5).
+    deny_events: tuple[int, ...] = ()
+    #: Fixed counters the filter denies.
+    deny_fixed: tuple[int, ...] = ()
+    #: The guest's LVTPC when the world starts (Linux guests use NMI delivery).
+    lvtpc: int = M.APIC_DM_NMI
+
+
+class Observer:
+    """Receives observations; the default ignores them (plain simulation)."""
+
+    def warn(self, s: list[int], what: str) -> None:
+        """A WARN_ON_ONCE fired in host code."""
+
+    def guest_read(self, s: list[int], kind: str, index: int, value: int) -> None:
+        """The guest read a PMU value: kind "rdpmc" (index = ECX) or "rdmsr" (index = MSR)."""
+
+    def guest_pmi(self, s: list[int]) -> None:
+        """A PMI was delivered into the guest (its handler starts)."""
+
+    def host_count(self, s: list[int], event: int, delta: int) -> None:
+        """Host perf folded ``delta`` into event's count (x86_perf_event_update)."""
+
+    def host_pmi_handled(self, s: list[int], event: int) -> None:
+        """Host perf's PMI handler processed an overflow of ``event``."""
+
+    def guest_write(self, s: list[int], msr: int, value: int) -> None:
+        """A guest WRMSR took architectural effect from the guest's point of view."""
+
+    def guest_emulated(self, s: list[int], cpl: int) -> None:
+        """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
+
+
+@dataclass
+class KernelEnv:
+    """Host kernel state slots and the machine they run on."""
+
+    cpu: Cpu
+    layout: Layout
+    vcpu: VcpuSpec
+    host_events: tuple[HostEvent, ...] = ()
+    obs: Observer = field(default_factory=Observer)
+
+    def __post_init__(self) -> None:
+        L, cfg = self.layout, self.cpu.cfg
+        # perf core / x86 per-CPU state (§2.3, §2.4)
+        self.cpuc_enabled = L.field("perf.cpuc_enabled", "host", init=1, fmt="bool")
+        self.guest_ctx_loaded = L.field("perf.guest_ctx_loaded", "host", fmt="bool")
+        self.guest_lvtpc_loaded = L.field("perf.guest_lvtpc_loaded", "host", fmt="bool")
+        self.ev_active: list[int] = []
+        self.ev_prev: list[int] = []
+        for i, e in enumerate(self.host_events):
+            self.ev_active.append(L.field(f"perf.{e.name}.active", "host", init=1, fmt="bool"))
+            self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
+            del i
+        # Locals of the PMI handler: the status it read, and cpuc->enabled as it found it.
+        self.nmi_status = L.field("perf.nmi.status", "host")
+        self.nmi_pmu_enabled = L.field("perf.nmi.pmu_enabled", "host", fmt="bool")
+        # KVM struct kvm_pmu and the vLAPIC (§1, §3.2, App. A.1)
+        v = self.vcpu
+        self.running_vcpu = L.field("kvm.running_vcpu", "kvm", init=1, fmt="bool")
+        self.req_pmi = L.field("kvm.KVM_REQ_PMI", "kvm", fmt="bool")
+        self.req_pmu = L.field("kvm.KVM_REQ_PMU", "kvm", fmt="bool")
+        gp_reset = (1 << v.num_gp) - 1  # kvm_pmu_refresh: GENMASK(nr_gp - 1, 0) (§1.4)
+        self.pmu_global_ctrl = L.field("pmu.global_ctrl", "kvm", init=gp_reset)
+        self.pmu_global_status = L.field("pmu.global_status", "kvm")
+        self.pmc_counter = L.array("pmc.counter", v.num_gp, "kvm")
+        self.pmc_eventsel = L.array("pmc.eventsel", v.num_gp, "kvm")
+        self.pmc_eventsel_hw = L.array("pmc.eventsel_hw", v.num_gp, "kvm")
+        self.fixed_counter = L.array("fixed.counter", v.num_fixed, "kvm")
+        if v.num_fixed:
+            self.fixed_ctr_ctrl = L.field("pmu.fixed_ctr_ctrl", "kvm")
+            self.fixed_ctr_ctrl_hw = L.field("pmu.fixed_ctr_ctrl_hw", "kvm")
+        else:
+            self.fixed_ctr_ctrl = self.fixed_ctr_ctrl_hw = -1
+        self.vlvtpc = L.field("vlapic.LVTPC", "kvm", init=v.lvtpc)
+        self.virr = L.field("vlapic.pmi_pending", "kvm", fmt="bool")
+        # Locals of kvm_mediated_pmu_load's vendor hook (B.1 step 6 / B.3 step 5).
+        self.tmp_hw_status = L.field("kvm.load.hw_status", "kvm")
+        # The guest's instruction pointers, one per guest context: main program
+        # and PMI handler (-1: not running). KVM advances them when it skips an
+        # emulated instruction (kvm_skip_emulated_instruction).
+        self.guest_rip = L.field("guest.rip", "guest", fmt="int")
+        self.guest_irq_rip = L.field("guest.irq_rip", "guest", init=-1, fmt="int")
+        self.guest_done = L.field("guest.halted", "guest", fmt="bool")
+        # The guest register an RDMSR returns into (EDX:EAX); KVM writes it when it emulates.
+        self.guest_rax = L.field("guest.rax", "guest")
+        del cfg
+
+    @property
+    def cfg(self):  # type: ignore[no-untyped-def]
+        return self.cpu.cfg
+
+    # -- vendor constants of kvm_pmu_ops (§4.1, §4.2) ------------------------------
+    @property
+    def PERF_GLOBAL_CTRL(self) -> int:
+        return M.MSR_CORE_PERF_GLOBAL_CTRL if self.cpu.cfg.intel else M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
+
+    @property
+    def PERF_GLOBAL_STATUS(self) -> int:
+        return M.MSR_CORE_PERF_GLOBAL_STATUS if self.cpu.cfg.intel else M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS
+
+    def GP_EVENTSEL(self, i: int) -> int:
+        return M.MSR_P6_EVNTSEL0 + i if self.cpu.cfg.intel else M.MSR_F15H_PERF_CTL0 + 2 * i
+
+    def GP_COUNTER(self, i: int) -> int:
+        return M.MSR_IA32_PMC0 + i if self.cpu.cfg.intel else M.MSR_F15H_PERF_CTR0 + 2 * i
+
+    def FIXED_COUNTER(self, j: int) -> int:
+        return M.MSR_CORE_PERF_FIXED_CTR0 + j
+
+    @property
+    def host_global_enable(self) -> int:
+        """What perf's enable_all writes: every counter bit (§2.3 step 7, H2)."""
+        return self.cpu.counter_bits
+
+    def host_eventsel(self, e: HostEvent) -> int:
+        """The selector perf programs for a host event (EN|INT|OS|USR + event)."""
+        vendor = "intel" if self.cpu.cfg.intel else "amd"
+        code = M.EVENT_ENCODINGS[vendor][e.event]
+        sel = code | M.EVENTSEL_OS | M.EVENTSEL_USR | M.EVENTSEL_INT | M.EVENTSEL_EN
+        if self.cpu.cfg.amd and e.exclude_guest:
+            sel |= M.AMD64_EVENTSEL_HOSTONLY  # exclude_guest -> HostOnly (§7)
+        return sel

@@ -1,0 +1,373 @@
+"""Host perf in the step language: the x86 core PMU driver as the mediated vPMU uses it.
+
+Facts: kernel-mediated-pmu.md §2.3 (perf_{load,put}_guest_context), §2.4
+(perf_{load,put}_guest_lvtpc, the guest_lvtpc_loaded NMI gate), §3.1 (the
+Intel PMI handler with early/mid/late ack, the AMD PerfMonV2 handler,
+amd_pmu_reload_virt). perf's internal MSR sequence inside context load/put is
+summarized as B.1 step 1 describes it (disable, sched out/in, enable);
+docs/fidelity.md lists what that summary leaves out.
+"""
+
+from __future__ import annotations
+
+from vpmu.hw import msr as M
+from vpmu.kernel.env import KernelEnv
+from vpmu.kernel.lang import CALL, IRET, WARN, Function, Step
+
+
+def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
+    """perf_ctx_disable() -> x86_pmu_disable(): if enabled, clear cpuc->enabled and
+    disable_all (GLOBAL_CTRL := 0). With no host event on the core PMU there is no
+    PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
+    cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
+    has_events = bool(env.host_events)
+
+    def do(s: list[int]) -> None:
+        if has_events and s[en]:
+            s[en] = 0
+            cpu.wrmsr(s, gc, 0)
+
+    return Step(label, "x86_pmu_disable(): wrmsr(PERF_GLOBAL_CTRL, 0)", do, source="§2.3 step 3")
+
+
+def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
+    """perf_ctx_enable() -> x86_pmu_enable(): set cpuc->enabled and enable_all, which
+    writes every counter bit (a nop with no host event, like the disable)."""
+    cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
+    has_events = bool(env.host_events)
+
+    def do(s: list[int]) -> None:
+        if has_events and not s[en]:
+            s[en] = 1
+            cpu.wrmsr(s, gc, bits)
+
+    return Step(
+        label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2"
+    )
+
+
+def event_update(env: KernelEnv, s: list[int], e: int) -> None:
+    """x86_perf_event_update(): fold the counter's advance since prev_count into the count."""
+    ctr = env.cpu.pmc + env.host_events[e].counter
+    new = s[ctr]
+    delta = (new - s[env.ev_prev[e]]) & env.cpu.gp_mask
+    s[env.ev_prev[e]] = new
+    env.obs.host_count(s, e, delta)
+
+
+def _sched_out(env: KernelEnv) -> Step:
+    cpu = env.cpu
+
+    def do(s: list[int]) -> None:
+        for e, ev in enumerate(env.host_events):
+            if s[env.ev_active[e]]:
+                # x86_pmu_stop: clear EN, then read the final count.
+                cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev) & ~M.EVENTSEL_EN)
+                event_update(env, s, e)
+                s[env.ev_active[e]] = 0
+
+    return Step(
+        "ctx_sched_out",
+        "ctx_sched_out(EVENT_GUEST): stop every host event of the core PMU",
+        do,
+        source="§2.3 step 4, EVENT_GUEST",
+    )
+
+
+def _sched_in(env: KernelEnv) -> Step:
+    cpu = env.cpu
+    order = sorted(range(len(env.host_events)), key=lambda e: not env.host_events[e].pinned)
+
+    def do(s: list[int]) -> None:
+        for e in order:  # pinned first, then flexible (§2.3 put step 3)
+            ev = env.host_events[e]
+            if s[env.ev_active[e]]:
+                continue
+            cpu.wrmsr(s, env.GP_COUNTER(ev.counter), s[env.ev_prev[e]])  # -left, as prev_count
+            cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
+            s[env.ev_active[e]] = 1
+
+    return Step(
+        "ctx_sched_in",
+        "perf_event_sched_in(EVENT_GUEST): pinned, then flexible",
+        do,
+        source="§2.3 put step 3",
+    )
+
+
+def _flag(label: str, slot: int, value: int, text: str, source: str) -> Step:
+    def do(s: list[int]) -> None:
+        s[slot] = value
+
+    return Step(label, text, do, source=source)
+
+
+def perf_load_guest_context(env: KernelEnv) -> Function:
+    loaded = env.guest_ctx_loaded
+    return Function(
+        "perf_load_guest_context",
+        (
+            Step(
+                "warn_loaded",
+                "WARN_ON_ONCE(__this_cpu_read(guest_ctx_loaded))",
+                kind=WARN,
+                when=lambda s: bool(s[loaded]),
+                when_text="guest_ctx_loaded",
+                source="§2.3 load step 2",
+            ),
+            _x86_pmu_disable(env),
+            _sched_out(env),
+            _x86_pmu_enable(env),
+            _flag("set_loaded", loaded, 1, "__this_cpu_write(guest_ctx_loaded, true)", "§2.3 step 8"),
+        ),
+        doc="Schedule out every host event of the core PMU (they are all exclude_guest).",
+        source="§2.3",
+    )
+
+
+def perf_put_guest_context(env: KernelEnv) -> Function:
+    loaded = env.guest_ctx_loaded
+    return Function(
+        "perf_put_guest_context",
+        (
+            Step(
+                "warn_not_loaded",
+                "WARN_ON_ONCE(!__this_cpu_read(guest_ctx_loaded))",
+                kind=WARN,
+                when=lambda s: not s[loaded],
+                when_text="!guest_ctx_loaded",
+                source="§2.3 put step 1",
+            ),
+            _x86_pmu_disable(env),
+            _sched_in(env),
+            _x86_pmu_enable(env),
+            _flag("clear_loaded", loaded, 0, "__this_cpu_write(guest_ctx_loaded, false)", "§2.3 put step 6"),
+        ),
+        doc="Re-schedule host events and re-enable the PMU.",
+        source="§2.3",
+    )
+
+
+def perf_load_guest_lvtpc(env: KernelEnv) -> Function:
+    cpu, vl = env.cpu, env.vlvtpc
+
+    def write(s: list[int]) -> None:
+        cpu.write_lvtpc(
+            s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED)
+        )
+
+    return Function(
+        "perf_load_guest_lvtpc",
+        (
+            Step(
+                "write_lvtpc",
+                "apic_write(APIC_LVTPC, APIC_DM_FIXED | PERF_GUEST_MEDIATED_PMI_VECTOR | (guest_lvtpc & APIC_LVT_MASKED))",
+                write,
+                source="§2.4",
+            ),
+            _flag("set_flag", env.guest_lvtpc_loaded, 1, "__this_cpu_write(guest_lvtpc_loaded, true)", "§2.4"),
+        ),
+        doc="Route PMIs to the mediated vector 0xF5, mirroring the guest's mask bit.",
+        source="§2.4 (tip 560ac136f25d)",
+    )
+
+
+def perf_put_guest_lvtpc(env: KernelEnv) -> Function:
+    cpu = env.cpu
+    return Function(
+        "perf_put_guest_lvtpc",
+        (
+            _flag("clear_flag", env.guest_lvtpc_loaded, 0, "__this_cpu_write(guest_lvtpc_loaded, false)", "§2.4"),
+            Step(
+                "write_lvtpc",
+                "apic_write(APIC_LVTPC, APIC_DM_NMI)",
+                lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI),
+                source="§2.4",
+            ),
+        ),
+        doc="Route PMIs back to the host NMI.",
+        source="§2.4 (tip 560ac136f25d)",
+    )
+
+
+def perf_event_nmi_handler(env: KernelEnv) -> Function:
+    """The NMI context's entry: perf's handler, gated while the guest LVTPC is loaded (H5)."""
+    flag = env.guest_lvtpc_loaded
+    active = bool(env.host_events)  # active_events: x86 perf events exist on this host
+    handler = "intel_pmu_handle_irq" if env.cpu.cfg.intel else "amd_pmu_v2_handle_irq"
+    return Function(
+        "perf_event_nmi_handler",
+        (
+            Step(
+                "guest_lvtpc_gate",
+                "return NMI_DONE",
+                when=lambda s: bool(s[flag]),
+                when_text="this_cpu_read(guest_lvtpc_loaded)",
+                goto="iret",
+                source="§2.4, H5",
+            ),
+            Step(
+                "no_active_events",
+                "return NMI_DONE",
+                when=lambda s: not active,
+                when_text="!atomic_read(&active_events)",
+                goto="iret",
+                source="§2.4 (perf_event_nmi_handler)",
+            ),
+            Step("handle_irq", f"static_call(x86_pmu_handle_irq) = {handler}", kind=CALL, call=handler),
+            Step("iret", "iret", kind=IRET),
+        ),
+        doc="perf's NMI handler; other NMI handlers are not modelled (they touch no PMU state).",
+        source="§2.4, §3.1",
+    )
+
+
+def _handle_overflows(env: KernelEnv) -> Step:
+    """handle_pmi_common(): update and re-arm every active event whose status bit is set."""
+    cpu, st = env.cpu, env.nmi_status
+
+    def do(s: list[int]) -> None:
+        status = s[st]
+        for e, ev in enumerate(env.host_events):
+            if s[env.ev_active[e]] and (status >> ev.counter) & 1:
+                event_update(env, s, e)
+                value = -ev.period & cpu.gp_mask  # x86_perf_event_set_period()
+                cpu.wrmsr(s, env.GP_COUNTER(ev.counter), value)
+                s[env.ev_prev[e]] = value
+                env.obs.host_pmi_handled(s, e)
+
+    return Step(
+        "handle_pmi_common",
+        "for_each_set_bit(bit, status): x86_perf_event_update(); x86_perf_event_set_period()",
+        do,
+        source="§3.1 step 5",
+    )
+
+
+def _lvtpc_nmi(env: KernelEnv, label: str, source: str) -> Step:
+    cpu = env.cpu
+    return Step(label, "apic_write(APIC_LVTPC, APIC_DM_NMI)", lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source=source)
+
+
+def _handler_disable(env: KernelEnv, gc: int, text: str) -> Step:
+    """PMI handler entry: save cpuc->enabled, clear it, disable_all (§3.1 steps 1, 3)."""
+    cpu, en, saved = env.cpu, env.cpuc_enabled, env.nmi_pmu_enabled
+
+    def do(s: list[int]) -> None:
+        s[saved] = s[en]
+        s[en] = 0
+        cpu.wrmsr(s, gc, 0)
+
+    return Step("disable_all", text, do, source="§3.1 steps 1, 3")
+
+
+def _handler_enable(env: KernelEnv, gc: int, text: str, label: str, source: str) -> Step:
+    """PMI handler exit: restore cpuc->enabled; enable_all only if perf had the PMU enabled."""
+    cpu, en, saved, bits = env.cpu, env.cpuc_enabled, env.nmi_pmu_enabled, env.host_global_enable
+
+    def do(s: list[int]) -> None:
+        s[en] = s[saved]
+        if s[saved]:
+            cpu.wrmsr(s, gc, bits)
+
+    return Step(label, text, do, source=source)
+
+
+def intel_pmu_handle_irq(env: KernelEnv) -> Function:
+    cpu, st = env.cpu, env.nmi_status
+    gs, gc = M.MSR_CORE_PERF_GLOBAL_STATUS, M.MSR_CORE_PERF_GLOBAL_CTRL
+    ack = env.cpu.cfg.host_ack
+    bits = env.host_global_enable
+
+    def read_status(s: list[int]) -> None:
+        s[st] = cpu.rdmsr(s, gs)
+
+    steps = []
+    if ack == "early":
+        steps.append(_lvtpc_nmi(env, "early_ack", "§3.1 step 2 (early ack)"))
+    steps += [
+        _handler_disable(env, gc, "cpuc->enabled = 0; __intel_pmu_disable_all(): wrmsr(PERF_GLOBAL_CTRL, 0)"),
+        Step("read_status", "status = rdmsr(PERF_GLOBAL_STATUS)", read_status, source="§3.1 step 4"),
+        Step("no_status", "", when=lambda s: not s[st], when_text="!status", goto="done"),
+        Step("ack_status", "wrmsr(PERF_GLOBAL_OVF_CTRL, status)",
+             lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL, s[st]), source="§3.1 step 5"),
+        _handle_overflows(env),
+        Step("reread_status", "status = rdmsr(PERF_GLOBAL_STATUS)", read_status, source="§3.1 step 5 (loop)"),
+        Step("loop", "", when=lambda s: bool(s[st]), when_text="status",
+             goto="ack_status", source="§3.1 step 5 (loop)"),
+    ]
+    steps.append(Step("done", "done:", lambda s: None))
+    if ack == "mid":
+        steps.append(_lvtpc_nmi(env, "mid_ack", "§3.1 step 6 (mid ack)"))
+    steps.append(_handler_enable(env, gc, f"cpuc->enabled = pmu_enabled; if (pmu_enabled) __intel_pmu_enable_all(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", "enable_all", "§3.1 step 7"))
+    if ack == "late":
+        steps.append(_lvtpc_nmi(env, "late_ack", "§3.1 step 8 (late ack)"))
+    return Function(
+        "intel_pmu_handle_irq",
+        tuple(steps),
+        doc=f"Intel PMI handler, {ack} ack (host_ack in the machine config).",
+        source="§3.1",
+        locals=(st, env.nmi_pmu_enabled),
+    )
+
+
+def amd_pmu_v2_handle_irq(env: KernelEnv) -> Function:
+    cpu, st = env.cpu, env.nmi_status
+    gs, gc = M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
+    bits = env.host_global_enable
+
+    def read_status(s: list[int]) -> None:
+        s[st] = cpu.rdmsr(s, gs)
+
+    return Function(
+        "amd_pmu_v2_handle_irq",
+        (
+            _handler_disable(env, gc, "cpuc->enabled = 0; amd_pmu_core_disable_all(): wrmsr(GlobalCtl, 0)"),
+            Step("read_status", "status = rdmsr(GlobalStatus)", read_status, source="§3.1 AMD"),
+            Step("no_status", "", when=lambda s: not s[st], when_text="!status", goto="done"),
+            _handle_overflows(env),
+            Step("ack_status", "wrmsr(GlobalStatusClr, status)",
+                 lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, s[st]), source="§3.1 AMD"),
+            _handler_enable(env, gc, f"done: cpuc->enabled = pmu_enabled; if (pmu_enabled) amd_pmu_core_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
+                            "done", "§3.1 AMD (no LVTPC write: AMD never sets Mask, F-2.6)"),
+        ),
+        doc="AMD PerfMonV2 PMI handler: no LVTPC write at all.",
+        source="§3.1",
+        locals=(st, env.nmi_pmu_enabled),
+    )
+
+
+def amd_pmu_reload_virt(env: KernelEnv) -> Function:
+    """Run when KVM enables SVM on the CPU: leaves GlobalCtl = every counter bit (H2)."""
+    cpu, gc, bits = env.cpu, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, env.host_global_enable
+
+    def reprogram(s: list[int]) -> None:
+        for e, ev in enumerate(env.host_events):
+            if s[env.ev_active[e]]:
+                cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
+
+    return Function(
+        "amd_pmu_reload_virt",
+        (
+            Step("disable_all", "amd_pmu_v2_disable_all(): wrmsr(GlobalCtl, 0)", lambda s: cpu.wrmsr(s, gc, 0),
+                 source="§3.1 AMD reload_virt"),
+            Step("reprogram", "amd_pmu_enable_event() for each active event (perf_ctr_virt_mask applied)", reprogram,
+                 source="§3.1 AMD reload_virt"),
+            Step("enable_all", f"amd_pmu_v2_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
+                 lambda s: cpu.wrmsr(s, gc, bits), source="§3.1 AMD reload_virt, H2"),
+        ),
+        doc="amd_pmu_enable_virt() -> amd_pmu_reload_virt(): GlobalCtl ends all-ones even with no events.",
+        source="§3.1, H2, seed thread",
+    )
+
+
+BUILDERS = {
+    "perf_load_guest_context": perf_load_guest_context,
+    "perf_put_guest_context": perf_put_guest_context,
+    "perf_load_guest_lvtpc": perf_load_guest_lvtpc,
+    "perf_put_guest_lvtpc": perf_put_guest_lvtpc,
+    "perf_event_nmi_handler": perf_event_nmi_handler,
+    "intel_pmu_handle_irq": intel_pmu_handle_irq,
+    "amd_pmu_v2_handle_irq": amd_pmu_v2_handle_irq,
+    "amd_pmu_reload_virt": amd_pmu_reload_virt,
+}

@@ -1,0 +1,1 @@
+"""Built-in worlds (TOML files beside this module); see vpmu.check.world."""
