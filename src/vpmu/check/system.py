@@ -19,6 +19,7 @@ happened, which the trace writer prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vpmu.check.ghost import Ghost
@@ -33,7 +34,7 @@ from vpmu.hw.layout import Layout, State
 from vpmu.hw.virt import Cpu
 from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Program, compile_program
+from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Instr, Program, compile_program
 
 # Move kinds
 STEP, DELIVER, ASYNC_EXIT, NMI = 0, 1, 2, 3
@@ -58,6 +59,7 @@ class StepRecord:
     label: str  # function:label, or a description of an event
     text: str
     hw: list[tuple[str, int, int]]
+    units: int = 0  # guest instructions this move retired in guest mode
 
 
 class System:
@@ -77,6 +79,10 @@ class System:
         self.exits_left = L.field("budget.exits", "ctx", init=world.bounds.exits, fmt="int")
         self.nmis_left = L.field("budget.nmis", "ctx", init=world.bounds.nmis, fmt="int")
         self.async_reasons = tuple(ASYNC_EXITS[r] for r in world.bounds.exit_reasons)
+        #: The checker stops expanding a violating state; a simulation may run on.
+        self.stop_on_violation = True
+        #: Guest loop instructions one step may retire; the simulator raises it.
+        self.chunk: Callable[[list[int], Instr], int] = lambda s, ins: 1
 
         fns = design.build(env)
         self.functions = fns
@@ -138,6 +144,9 @@ class System:
             s[self.ghost.owner_gp + ev.counter] = 1
         if env.host_events and cpu.global_ctrl >= 0:
             cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.host_global_enable)
+        if cpu.vmcs_guest_pgc >= 0:
+            # kvm_pmu_refresh(): the reset value reaches the VMCS via write_global_ctrl (§1.4).
+            s[cpu.vmcs_guest_pgc] = s[env.pmu_global_ctrl]
         cpu.log.clear()
         return tuple(s)
 
@@ -176,7 +185,7 @@ class System:
     # -- the state graph -------------------------------------------------------------------------
     def moves(self, s: State) -> list[Move]:
         """Every move enabled in ``s``, in a fixed order (determinism)."""
-        if s[self.ghost.violation]:
+        if s[self.ghost.violation] and self.stop_on_violation:
             return []
         out: list[Move] = []
         done = self.finished(s)
@@ -265,7 +274,7 @@ class System:
         n_units = 1
         try:
             if st.kind == LOOP:
-                n_units = min(self.chunk(s, ins), s[st.arg])
+                n_units = max(1, min(self.chunk(s, ins), s[st.arg]))
                 s[st.arg] -= n_units
                 if s[st.arg] > 0:
                     next_pc = pc
@@ -317,11 +326,8 @@ class System:
         text = st.listing()
         if st.kind == LOOP and n_units != 1:
             text = f"{n_units} of {text}"
-        return StepRecord((STEP, 0), ctx, ins.qualified, text, [])
-
-    def chunk(self, s: list[int], ins: object) -> int:
-        """How many loop instructions one step retires: 1 when checking."""
-        return 1
+        units = n_units if guest and s[cpu.mode] and st.retire else 0
+        return StepRecord((STEP, 0), ctx, ins.qualified, text, [], units)
 
     # -- helpers for reports -------------------------------------------------------------------------
     def violation(self, s: State) -> int:

@@ -28,35 +28,32 @@ UPSTREAM = Design(
 # --- v5 (Appendix B.5) ------------------------------------------------------------------
 
 
-def _v5_load_hook(env: KernelEnv) -> Step:
-    cpu, vl, flag = env.cpu, env.vlvtpc, env.guest_lvtpc_loaded
-
-    def do(s: list[int]) -> None:
-        cpu.write_lvtpc(s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED))
-        s[flag] = 1
-
+def _v5_load_lvtpc(env: KernelEnv) -> Step:
+    cpu, vl = env.cpu, env.vlvtpc
     return Step(
-        "arch_perf_load_guest_context",
-        "arch_perf_load_guest_context(data): apic_write(APIC_LVTPC, FIXED | 0xF5 | (data & MASKED)); "
-        "x86_guest_ctx_loaded = true",
-        do,
+        "arch_load_lvtpc",
+        "arch_perf_load_guest_context(data): apic_write(APIC_LVTPC, APIC_DM_FIXED | 0xF5 | (data & APIC_LVT_MASKED))",
+        lambda s: cpu.write_lvtpc(s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED)),
         source="B.5; v5 09/44",
     )
 
 
-def _v5_put_hook(env: KernelEnv) -> Step:
-    cpu, flag = env.cpu, env.guest_lvtpc_loaded
+def _v5_load_flag(env: KernelEnv) -> Step:
+    flag = env.guest_lvtpc_loaded
+    return Step("arch_set_flag", "__this_cpu_write(x86_guest_ctx_loaded, true)",
+                lambda s: s.__setitem__(flag, 1), source="B.5; v5 09/44 (order inferred, as in v6)")
 
-    def do(s: list[int]) -> None:
-        s[flag] = 0
-        cpu.write_lvtpc(s, M.APIC_DM_NMI)
 
-    return Step(
-        "arch_perf_put_guest_context",
-        "arch_perf_put_guest_context(): x86_guest_ctx_loaded = false; apic_write(APIC_LVTPC, APIC_DM_NMI)",
-        do,
-        source="B.5; v5 09/44",
-    )
+def _v5_put_flag(env: KernelEnv) -> Step:
+    flag = env.guest_lvtpc_loaded
+    return Step("arch_clear_flag", "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)",
+                lambda s: s.__setitem__(flag, 0), source="B.5; v5 09/44 (order inferred, as in v6)")
+
+
+def _v5_put_lvtpc(env: KernelEnv) -> Step:
+    cpu = env.cpu
+    return Step("arch_put_lvtpc", "apic_write(APIC_LVTPC, APIC_DM_NMI)",
+                lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source="B.5; v5 09/44")
 
 
 def _v5_load_pmcs(env: KernelEnv) -> Function:
@@ -89,11 +86,13 @@ V5 = V5.derive(
     "v5",
     V5.summary,
     [
-        Edit("insert_after", "perf_load_guest_context", "ctx_sched_out", step=_v5_load_hook,
+        Edit("insert_after", "perf_load_guest_context", "ctx_sched_out", step=_v5_load_lvtpc,
              note="LVTPC switch inside perf's ctx-disabled window"),
+        Edit("insert_after", "perf_load_guest_context", "arch_load_lvtpc", step=_v5_load_flag),
         Edit("delete", "kvm_mediated_pmu_load", "load_lvtpc"),
-        Edit("insert_after", "perf_put_guest_context", "ctx_sched_in", step=_v5_put_hook,
+        Edit("insert_after", "perf_put_guest_context", "ctx_sched_in", step=_v5_put_flag,
              note="LVTPC restore inside perf's ctx-disabled window"),
+        Edit("insert_after", "perf_put_guest_context", "arch_clear_flag", step=_v5_put_lvtpc),
         Edit("delete", "kvm_mediated_pmu_put", "put_lvtpc"),
     ],
     source=V5.source,

@@ -117,6 +117,7 @@ class Edit:
     other: str = ""  # swap: the second label
     step: Step | StepFactory | None = None  # replace / insert: the new step (or env -> step)
     note: str = ""
+    origin: str = ""  # where the edit was written (file:line), for error messages
 
     def describe(self) -> str:
         if self.op == "swap":
@@ -124,14 +125,19 @@ class Edit:
         return f"{self.op} {self.function}:{self.label}"
 
     def apply(self, fn: Function, design: str = "", env: object = None) -> Function:
+        try:
+            return self._apply(fn, design, env)
+        except VpmuError as e:
+            if self.origin and self.origin not in str(e):
+                raise VpmuError(f"{self.origin}: {e}") from None
+            raise
+
+    def _apply(self, fn: Function, design: str, env: object) -> Function:
         steps = list(fn.steps)
         if self.op == "delete" and any(c in self.label for c in "*?["):
+            # A pattern names unrolled steps (clear_eventsel0, clear_eventsel1, ...);
+            # on a machine without such counters it may match nothing.
             keep = [st for st in steps if not fnmatch.fnmatchcase(st.label, self.label)]
-            if len(keep) == len(steps):
-                raise VpmuError(
-                    f"design {design!r}: no step of {self.function!r} matches {self.label!r}; "
-                    f"its labels are: {', '.join(fn.labels())}"
-                )
             return replace(fn, steps=tuple(keep))
         i = fn.index(self.label, design)
         if self.op == "delete":
@@ -214,8 +220,9 @@ class Design:
         fns = {name: b(env) for name, b in self.builders.items()}
         for e in self.edits:
             if e.function not in fns:
+                where = f"{e.origin}: " if e.origin else ""
                 raise VpmuError(
-                    f"design {self.name!r}: edit {e.describe()!r} names unknown function "
+                    f"{where}design {self.name!r}: edit {e.describe()!r} names unknown function "
                     f"{e.function!r}; functions: {', '.join(sorted(fns))}"
                 )
             fns[e.function] = e.apply(fns[e.function], self.name, env)

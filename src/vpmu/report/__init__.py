@@ -1,0 +1,1 @@
+"""Reports: traces as data, text tables, JSON."""

@@ -1,0 +1,111 @@
+"""Counterexamples and verdicts as text a reviewer reads in one pass."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from vpmu.check.explore import Result
+from vpmu.check.system import System
+from vpmu.report.trace import fmt_value, trace_rows
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+class Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def _w(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def bold(self, t: str) -> str:
+        return self._w("1", t)
+
+    def red(self, t: str) -> str:
+        return self._w("31;1", t)
+
+    def green(self, t: str) -> str:
+        return self._w("32;1", t)
+
+    def yellow(self, t: str) -> str:
+        return self._w("33;1", t)
+
+    def dim(self, t: str) -> str:
+        return self._w("2", t)
+
+
+def verdict_word(verdict: str, st: Style) -> str:
+    return {"holds": st.green, "violated": st.red}.get(verdict, st.yellow)(verdict)
+
+
+def _changes_str(system: System, row: dict[str, Any]) -> str:
+    parts = []
+    for name, (old, new) in row["changes"].items():
+        parts.append(f"{name} {fmt_value(system, name, old)}->{fmt_value(system, name, new)}")
+    return ", ".join(parts)
+
+
+def counterexample(system: System, result: Result, st: Style, last: int = 0, full: bool = False) -> list[str]:
+    """The trace table and the violated property, as lines."""
+    rows = trace_rows(system, result.states, result.records)
+    width = max([len(r["label"]) for r in rows] + [4])
+    ctxw = max([len(r["context"]) for r in rows] + [7])
+    out = [st.bold(f"{'#':>4}  {'context':<{ctxw}}  {'step':<{width}}  changed")]
+    start = max(0, len(rows) - last) if last else 0
+    if start:
+        out.append(st.dim(f"   ... {start} earlier steps (use --context 0 to see all)"))
+    for r in rows[start:]:
+        ch = _changes_str(system, r) or st.dim("-")
+        out.append(f"{r['step']:>4}  {r['context']:<{ctxw}}  {r['label']:<{width}}  {ch}")
+        detail = r["text"]
+        if r["hw"]:
+            detail += "   [" + "; ".join(r["hw"]) + "]"
+        out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {detail}"))
+        if full:
+            final = result.states[r["step"]]
+            regs = ", ".join(
+                f"{slot.name}={fmt_value(system, slot.name, final[i])}"
+                for i, slot in enumerate(system.layout.slots)
+                if slot.owner not in ("ctx", "ghost")
+            )
+            out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {regs}"))
+    out.append("")
+    out.append(st.red(f"violated: {result.prop}") + f" — {result.description}")
+    out.append(f"  source: {result.source}")
+    out.append(f"  at step {len(rows)}: {result.message}")
+    return out
+
+
+def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> list[str]:
+    """One line per (design, world): verdict and statistics."""
+    head = f"{'design':<20} {'world':<16} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} {'seconds':>8} {'states/s':>9}  detail"
+    out = [st.bold(head)]
+    for design, world, _vendor, r in rows:
+        detail = r.prop if r.verdict == "violated" else r.reason
+        if r.verdict == "violated":
+            detail += f" (trace: {len(r.records)} steps)"
+        out.append(
+            f"{design:<20} {world:<16} {verdict_word(r.verdict, st):<{10 + (len(verdict_word(r.verdict, st)) - len(r.verdict))}} "
+            f"{r.stats.states:>9} {r.stats.transitions:>9} {r.stats.depth:>6} {r.stats.seconds:>8.2f} "
+            f"{r.stats.rate:>9.0f}  {detail}"
+        )
+    return out
+
+
+def progress_printer(stream: TextIO = sys.stderr):  # type: ignore[no-untyped-def]
+    """A one-line progress display (states, queue, rate) for terminals."""
+
+    def show(stats: Any, queue: int) -> None:
+        stream.write(
+            f"\r  {stats.states:>10} states  {queue:>8} queued  depth {stats.depth:>5}  "
+            f"{stats.rate:>9.0f} states/s  {stats.seconds:6.1f} s"
+        )
+        stream.flush()
+
+    return show
