@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from vpmu.config import VENDORS, MachineConfig
+from vpmu.errors import VpmuError
+
+RAW = argparse.RawDescriptionHelpFormatter
 
 
 def _machine(args: argparse.Namespace) -> MachineConfig:
     if getattr(args, "config", None):
         cfg = MachineConfig.load(args.config)
         if args.vendor and args.vendor != cfg.vendor:
-            return MachineConfig.from_mapping({**cfg.to_dict(), "vendor": args.vendor})
+            raise VpmuError(
+                f"--vendor {args.vendor} contradicts vendor = {cfg.vendor!r} in {args.config}; "
+                "drop one of them"
+            )
         return cfg
     return MachineConfig(vendor=args.vendor or "intel")
 
@@ -26,13 +35,303 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- designs and worlds ------------------------------------------------------------------
+
+
+def _design(args: argparse.Namespace) -> Any:
+    from vpmu.check.design_file import load_design_file
+    from vpmu.designs import get_design
+
+    if getattr(args, "design_file", None):
+        if args.design and args.design != "upstream":
+            raise VpmuError("give either --design or --design-file, not both")
+        return load_design_file(args.design_file)
+    return get_design(args.design)
+
+
+def _worlds(args: argparse.Namespace) -> list[Any]:
+    from vpmu.check.world import DEFAULT_WORLDS, resolve_world
+
+    if args.world:
+        worlds = [resolve_world(w) for w in args.world]
+        if args.vendor:
+            worlds = [w for w in worlds if w.machine.vendor == args.vendor]
+            if not worlds:
+                raise VpmuError(f"none of the worlds given is an {args.vendor} world")
+        return worlds
+    vendors = [args.vendor] if args.vendor else list(VENDORS)
+    return [resolve_world(DEFAULT_WORLDS[v]) for v in vendors]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vpmu.check import properties as P
+    from vpmu.check.explore import check
+    from vpmu.check.system import System
+    from vpmu.report.text import Style, counterexample, progress_printer, summary_table, use_color
+    from vpmu.report.trace import CHECK_SCHEMA, trace_rows
+
+    for name in args.property or []:
+        P.get(name)
+    design = _design(args)
+    worlds = _worlds(args)
+    st = Style(use_color(sys.stdout))
+    rows = []
+    out_json: list[dict[str, Any]] = []
+    status = 0
+    for world in worlds:
+        props = tuple(args.property) if args.property else None
+        system = System(design, world, props)
+        tty = sys.stderr.isatty() and not args.json
+        result = check(system, max_states=args.max_states, progress=progress_printer() if tty else None)
+        if tty:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+        rows.append((design.name, world.name, world.machine.vendor, result))
+        if result.verdict == "violated":
+            status = 1
+        elif result.verdict == "incomplete" and status == 0:
+            status = 3
+        entry: dict[str, Any] = {
+            "design": design.name,
+            "world": world.name,
+            "vendor": world.machine.vendor,
+            "verdict": result.verdict,
+            "states": result.stats.states,
+            "transitions": result.stats.transitions,
+            "depth": result.stats.depth,
+            "seconds": round(result.stats.seconds, 3),
+            "properties": list(system.props),
+            "violation": None,
+        }
+        if result.reason:
+            entry["incomplete_reason"] = result.reason
+        if result.verdict == "violated":
+            entry["violation"] = {
+                "property": result.prop,
+                "description": result.description,
+                "source": result.source,
+                "message": result.message,
+                "trace": trace_rows(system, result.states, result.records),
+            }
+        out_json.append(entry)
+        if not args.json and result.verdict == "violated" and not args.no_trace:
+            print(st.bold(f"{design.name} on {world.name}: counterexample ({len(result.records)} steps)"))
+            print("\n".join(counterexample(system, result, st, last=args.context, full=args.full)))
+            print()
+    if args.json:
+        json.dump({"schema": CHECK_SCHEMA, "results": out_json}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(summary_table(rows, st)))
+    return status
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from vpmu.check.system import System
+    from vpmu.check.world import DEFAULT_WORLDS, resolve_world
+    from vpmu.designs import DESIGNS
+    from vpmu.kernel.lang import listing
+
+    if args.design is None:
+        for d in DESIGNS.values():
+            print(f"{d.name:<22} {d.summary}")
+        return 0
+    design = _design(args)
+    world = resolve_world(args.world or DEFAULT_WORLDS[args.vendor or "intel"])
+    system = System(design, world)
+    fns = system.functions
+    if args.function is None:
+        print(f"{design.name}: {design.summary}")
+        if design.base:
+            print(f"  derived from {design.base}")
+        for e in design.edits:
+            print(f"  edit: {e.describe()}")
+        if design.source:
+            print(f"  source: {design.source}")
+        print(f"functions ({world.name}):")
+        for name, fn in fns.items():
+            print(f"  {name:<32} {len(fn.steps):>3} steps  {fn.doc}")
+        return 0
+    if args.function not in fns:
+        raise VpmuError(f"design {design.name!r} has no function {args.function!r}; functions: {', '.join(fns)}")
+    fn = fns[args.function]
+    print(f"{fn.name}  ({design.name}, {world.name}){'  [' + fn.source + ']' if fn.source else ''}")
+    if fn.doc:
+        print(f"  {fn.doc}")
+    print("\n".join(listing(fn)))
+    return 0
+
+
+def cmd_designs(args: argparse.Namespace) -> int:
+    from vpmu.designs import DESIGNS
+
+    for d in DESIGNS.values():
+        base = f" (from {d.base})" if d.base else ""
+        print(f"{d.name:<22} {d.summary}{base}")
+        if args.verbose:
+            print(f"{'':<22} source: {d.source}")
+            for e in d.edits:
+                print(f"{'':<22} edit: {e.describe()}")
+    return 0
+
+
+def cmd_worlds(args: argparse.Namespace) -> int:
+    from vpmu.check.world import builtin_worlds, resolve_world
+
+    worlds = [resolve_world(args.world)] if args.world else list(builtin_worlds().values())
+    for w in worlds:
+        m = w.machine
+        print(f"{w.name}  ({m.vendor}, PMU {m.pmu_version}, {m.num_gp} GP x {m.gp_width} bits"
+              + (f", {m.num_fixed} fixed" if m.num_fixed else "") + ")")
+        if args.world or args.verbose:
+            print(f"  {w.description}")
+            print(f"  host events: {', '.join(f'{e.name} ({e.event}, period {e.period})' for e in w.host_events) or 'none'}")
+            print("  guest program:")
+            for line in w.guest.program:
+                print(f"    {line}")
+            print(f"  guest PMI handler: {w.guest.ack} ack, enables {w.guest.enable}, rearm {list(w.guest.rearm)}")
+            b = w.bounds
+            print(f"  bounds: {b.exits} async exits ({', '.join(b.exit_reasons)}), {b.nmis} unrelated NMIs")
+            print(f"  properties: {', '.join(w.enabled_properties())}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from vpmu.check import properties as P
+
+    props = [P.get(args.property)] if args.property else list(P.PROPERTIES)
+    for p in props:
+        vendor = f" ({p.vendor} only)" if p.vendor else ""
+        print(f"{p.name}{vendor}\n  {p.description}\n  source: {p.source}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from vpmu.check.simulate import Plan, simulate
+    from vpmu.check.system import CONTEXT_LABEL, System
+    from vpmu.report.trace import TRACE_SCHEMA, trace_rows
+
+    design = _design(args)
+    worlds = _worlds(args)
+    if len(worlds) != 1:
+        raise VpmuError("simulate runs one world: give --world or --vendor")
+    world = worlds[0]
+    system = System(design, world)
+    r = simulate(
+        system,
+        Plan.parse(args.exits, "--exits"),
+        Plan.parse(args.nmis, "--nmis"),
+        reason=args.exit_reason,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
+    print(f"{design.name} on {world.name}: {len(r.records)} steps, {r.retired} guest instructions, "
+          f"{r.exits} scheduled exits, {r.nmis} NMIs, {'finished' if r.finished else 'stopped (max steps)'}")
+    print("observations (seen / expected):")
+    for kind, what, seen, expect in r.journal:
+        if kind == "host count":
+            print(f"  host perf read {what}: +{seen} (ghost saw {expect})" + ("" if seen == expect else "  MISMATCH"))
+        elif kind == "guest PMI":
+            print(f"  guest PMI delivered" + ("" if expect else "  (none owed: spurious)"))
+        else:
+            print(f"  guest {what} = {seen:#x} (native {expect:#x})" + ("" if seen == expect else "  MISMATCH"))
+    if r.violations:
+        print("violations:")
+        for v in r.violations:
+            print(f"  {v}")
+    if args.trace:
+        rows = trace_rows(system, r.states, r.records)
+        doc = {"schema": TRACE_SCHEMA, "design": design.name, "world": world.name,
+               "contexts": sorted(set(CONTEXT_LABEL.values())), "steps": rows}
+        Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        print(f"trace written to {args.trace}")
+    return 1 if r.violations else 0
+
+
+def _common_design_world(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
+    p.add_argument("--design", default="upstream", help="a built-in design (vpmu designs); default upstream")
+    p.add_argument("--design-file", metavar="FILE", help="a design file (.toml edits or .py)")
+    p.add_argument("--world", action="append" if many_worlds else "store", metavar="NAME|FILE",
+                   help="a built-in world (vpmu worlds) or a world TOML file" + ("; repeatable" if many_worlds else ""))
+    p.add_argument("--vendor", choices=VENDORS, help="only the default world of this vendor")
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="explore every interleaving and judge every state",
+        description="Explore every reachable state of a design on one or more worlds and judge it against the "
+        "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete.",
+        epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
+        "  vpmu check --world my-world.toml --property no-warn --json",
+        formatter_class=RAW,
+    )
+    _common_design_world(p)
+    p.add_argument("--property", action="append", metavar="NAME", help="check only this property (repeatable)")
+    p.add_argument("--max-states", type=int, metavar="N", help="stop with 'incomplete' after N states")
+    p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
+    p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
+    p.add_argument("--full", action="store_true", help="print every register after every step")
+    p.add_argument("--context", type=int, default=0, metavar="N", help="print only the last N steps of a trace")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser(
+        "show",
+        help="list designs, a design's functions, or a function's steps",
+        description="Without arguments: the designs. With a design: its functions (as built for a world). "
+        "With a function: its labelled steps, as kernel-like code.",
+        epilog="examples:\n  vpmu show\n  vpmu show upstream kvm_mediated_pmu_load\n  vpmu show v5 perf_load_guest_context --vendor amd",
+        formatter_class=RAW,
+    )
+    p.add_argument("design", nargs="?", help="design name")
+    p.add_argument("function", nargs="?", help="function name")
+    p.add_argument("--design-file", metavar="FILE", help="show a design file instead of a built-in design")
+    p.add_argument("--world", metavar="NAME|FILE", help="build for this world (default: the vendor's default)")
+    p.add_argument("--vendor", choices=VENDORS, help="build for this vendor's default world")
+    p.set_defaults(handler=cmd_show)
+
+    p = sub.add_parser("designs", help="list the built-in designs", description="List the built-in designs.",
+                       epilog="examples:\n  vpmu designs\n  vpmu designs -v", formatter_class=RAW)
+    p.add_argument("-v", "--verbose", action="store_true", help="also print sources and edits")
+    p.set_defaults(handler=cmd_designs)
+
+    p = sub.add_parser("worlds", help="list the built-in worlds, or describe one",
+                       description="List the built-in worlds, or describe one (built-in name or TOML file).",
+                       epilog="examples:\n  vpmu worlds\n  vpmu worlds intel-default", formatter_class=RAW)
+    p.add_argument("world", nargs="?", help="a world to describe")
+    p.add_argument("-v", "--verbose", action="store_true", help="describe every world")
+    p.set_defaults(handler=cmd_worlds)
+
+    p = sub.add_parser("explain", help="describe a property and its source",
+                       description="Describe a property (or all) and cite its source.",
+                       epilog="examples:\n  vpmu explain\n  vpmu explain lvtpc-route-consistent", formatter_class=RAW)
+    p.add_argument("property", nargs="?", help="property name")
+    p.set_defaults(handler=cmd_explain)
+
+    p = sub.add_parser(
+        "simulate",
+        help="run one schedule with real widths and report what each party observed",
+        description="Run one schedule of a world: exits and NMIs scripted (every:K, at:A,B) or seeded random "
+        "(random:P). Guest loops advance in bulk. Exit 1 if any observation differs from the reference.",
+        epilog="examples:\n  vpmu simulate --world intel-long --exits every:10000\n"
+        "  vpmu simulate --vendor amd --exits random:0.01 --nmis random:0.001 --seed 7 --trace t.json",
+        formatter_class=RAW,
+    )
+    _common_design_world(p)
+    p.add_argument("--exits", default="none", metavar="PLAN", help="when asynchronous VM-exits happen")
+    p.add_argument("--exit-reason", default="timer", choices=("timer", "interrupt"),
+                   help="timer: preemption timer (KVM fastpath); interrupt: a host interrupt (full exit)")
+    p.add_argument("--nmis", default="none", metavar="PLAN", help="when unrelated NMIs arrive")
+    p.add_argument("--seed", type=int, default=0, help="seed for random plans")
+    p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps")
+    p.add_argument("--trace", metavar="FILE", help="write the trace as JSON (schema vpmu.trace/1)")
+    p.set_defaults(handler=cmd_simulate)
+
     p = sub.add_parser(
         "info",
         help="print the machine a config describes",
         description="Print the machine a config describes: MSRs present, counters, widths, features.",
         epilog="examples:\n  vpmu info\n  vpmu info --vendor amd\n  vpmu info --config machine.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RAW,
     )
     p.add_argument("--config", metavar="FILE", help="machine TOML file ([machine] table)")
     p.add_argument("--vendor", choices=VENDORS, help="vendor (default intel, or the config's)")
