@@ -11,7 +11,8 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import WARN, Design, Edit, Function, Step
+from vpmu.hw.virt import Cpu
+from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
 #: The program each host context runs.
 ENTRIES = {"task": "vcpu_run", "nmi": "perf_event_nmi_handler", "irq": "kvm_handle_guest_mediated_pmi"}
@@ -40,20 +41,33 @@ def _v5_load_lvtpc(env: KernelEnv) -> Step:
 
 def _v5_load_flag(env: KernelEnv) -> Step:
     flag = env.guest_lvtpc_loaded
-    return Step("arch_set_flag", "__this_cpu_write(x86_guest_ctx_loaded, true)",
-                lambda s: s.__setitem__(flag, 1), source="B.5; v5 09/44 (order inferred, as in v6)")
+    def do(s: list[int]) -> None:
+        s[flag] = 1
+
+    return Step("arch_set_flag", "__this_cpu_write(x86_guest_ctx_loaded, true)", do,
+                source="B.5; v5 09/44 (order inferred, as in v6)")
 
 
 def _v5_put_flag(env: KernelEnv) -> Step:
     flag = env.guest_lvtpc_loaded
-    return Step("arch_clear_flag", "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)",
-                lambda s: s.__setitem__(flag, 0), source="B.5; v5 09/44 (order inferred, as in v6)")
+    def do(s: list[int]) -> None:
+        s[flag] = 0
+
+    return Step("arch_clear_flag", "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)", do,
+                source="B.5; v5 09/44 (order inferred, as in v6)")
 
 
 def _v5_put_lvtpc(env: KernelEnv) -> Step:
     cpu = env.cpu
     return Step("arch_put_lvtpc", "apic_write(APIC_LVTPC, APIC_DM_NMI)",
                 lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source="B.5; v5 09/44")
+
+
+def _write_slot(cpu: Cpu, msr: int, slot: int) -> Action:
+    def do(s: list[int]) -> None:
+        cpu.wrmsr(s, msr, s[slot])
+
+    return do
 
 
 def _v5_load_pmcs(env: KernelEnv) -> Function:
@@ -66,12 +80,12 @@ def _v5_load_pmcs(env: KernelEnv) -> Function:
             i = int(st.label[len("load_pmc"):])
             ctr = env.pmc_counter + i
             st = Step(st.label, f"wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
-                      lambda s, i=i, ctr=ctr: cpu.wrmsr(s, env.GP_COUNTER(i), s[ctr]), source="B.5 (v5 37/44)")
+                      _write_slot(cpu, env.GP_COUNTER(i), ctr), source="B.5 (v5 37/44)")
         elif st.label.startswith("load_fixed"):
             j = int(st.label[len("load_fixed"):])
             ctr = env.fixed_counter + j
             st = Step(st.label, f"wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
-                      lambda s, j=j, ctr=ctr: cpu.wrmsr(s, env.FIXED_COUNTER(j), s[ctr]), source="B.5 (v5 37/44)")
+                      _write_slot(cpu, env.FIXED_COUNTER(j), ctr), source="B.5 (v5 37/44)")
         steps.append(st)
     return Function(fn.name, tuple(steps), fn.doc, "B.5 (v5 37/44)")
 

@@ -82,10 +82,17 @@ def _event_allowed(env: KernelEnv, sel: int) -> bool:
 
 
 def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
-    """kvm_mediated_pmu_refresh_event_filter() for every PMC (§5.5)."""
+    """kvm_mediated_pmu_refresh_event_filter() for every PMC (§5.5).
+
+    GP: only the EN bit of ``eventsel_hw`` changes (cleared, then copied back
+    from the guest's selector if the filter allows the event); the rest of
+    ``eventsel_hw`` is what the guest's last selector write made it (AMD: the
+    GuestOnly stuffing happens on that write, v6 26/44), so a selector the
+    guest never wrote stays 0 and put does not clear it (B.3.4, B.4.4).
+    """
     for i in range(env.vcpu.num_gp):
         sel = s[env.pmc_eventsel + i]
-        hw = eventsel_hw_for(env, sel) & ~M.EVENTSEL_EN
+        hw = s[env.pmc_eventsel_hw + i] & ~M.EVENTSEL_EN
         if _event_allowed(env, sel):
             hw |= sel & M.EVENTSEL_EN
         s[env.pmc_eventsel_hw + i] = hw

@@ -324,9 +324,16 @@ def listing(fn: Function, fns: Mapping[str, Function] | None = None, indent: int
     pad = "  " * indent
     out = []
     for st in fn.steps:
-        text = st.listing() if st.kind != CALL else f"call {st.call}" + (
-            f"  if ({st.when_text})" if st.when_text else ""
-        )
+        if st.kind != CALL:
+            text = st.listing()
+        else:
+            # A call is listed with the kernel statement it stands for: ``call kvm_pmu_load_guest_pmcs(vcpu)``,
+            # ``call intel_mediated_pmu_load  // kvm_pmu_call(mediated_load)(vcpu)``.
+            call = str(st.call)
+            said = st.text.removesuffix(f" = {call}")
+            text = f"call {said}" if said.startswith(call) else f"call {call}" + (f"  // {said}" if said else "")
+            if st.when_text:
+                text += f"  if ({st.when_text})"
         src = f"    [{st.source}]" if st.source else ""
         out.append(f"{pad}  {st.label:<{width}}  {text}{src}")
     return out
