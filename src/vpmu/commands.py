@@ -43,10 +43,10 @@ def _design(args: argparse.Namespace) -> Any:
     from vpmu.designs import get_design
 
     if getattr(args, "design_file", None):
-        if args.design and args.design != "upstream":
+        if args.design:
             raise VpmuError("give either --design or --design-file, not both")
         return load_design_file(args.design_file)
-    return get_design(args.design)
+    return get_design(args.design or "upstream")
 
 
 def _worlds(args: argparse.Namespace) -> list[Any]:
@@ -72,6 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     for name in args.property or []:
         P.get(name)
+    if args.max_states is not None and args.max_states < 1:
+        raise VpmuError(f"--max-states = {args.max_states} is not allowed; allowed: an integer >= 1")
     design = _design(args)
     worlds = _worlds(args)
     st = Style(use_color(sys.stdout))
@@ -131,7 +133,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from vpmu.designs import DESIGNS
     from vpmu.kernel.lang import listing
 
-    if args.design is None:
+    if args.design_file and args.design is not None:
+        # `vpmu show --design-file F FUNCTION`: the one positional names the function.
+        if args.function is not None:
+            raise VpmuError("give either a design name or --design-file, not both")
+        args.function, args.design = args.design, None
+    if args.design is None and not args.design_file:
         for d in DESIGNS.values():
             print(f"{d.name:<22} {d.summary}")
         return 0
@@ -210,6 +217,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from vpmu.check.system import CONTEXT_LABEL, System
     from vpmu.report.trace import TRACE_SCHEMA, trace_rows
 
+    exits, nmis = Plan.parse(args.exits, "--exits"), Plan.parse(args.nmis, "--nmis")
     design = _design(args)
     worlds = _worlds(args)
     if len(worlds) != 1:
@@ -218,8 +226,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     system = System(design, world)
     r = simulate(
         system,
-        Plan.parse(args.exits, "--exits"),
-        Plan.parse(args.nmis, "--nmis"),
+        exits,
+        nmis,
         reason=args.exit_reason,
         seed=args.seed,
         max_steps=args.max_steps,
@@ -248,7 +256,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _common_design_world(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
-    p.add_argument("--design", default="upstream", help="a built-in design (vpmu designs); default upstream")
+    p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
     p.add_argument("--design-file", metavar="FILE", help="a design file (.toml edits or .py)")
     p.add_argument("--world", action="append" if many_worlds else "store", metavar="NAME|FILE",
                    help="a built-in world (vpmu worlds) or a world TOML file" + ("; repeatable" if many_worlds else ""))

@@ -2,7 +2,9 @@
 
 States are hashable tuples; the visited set maps each state to an integer id
 and keeps, per id, its parent id, the move that reached it, and how many
-context switches the shortest path to it makes. BFS gives the shortest
+context switches the chosen shortest path to it makes (a switch is two
+consecutive moves made by different contexts; the context that makes a move
+is the one running in the state it starts from). BFS gives the shortest
 counterexample; among the shortest, the one with the fewest context switches
 (reviewers read ordering bugs by context; checker-anchors.md §3, tlaplus#1084).
 The trace is rebuilt by replaying the moves from the initial state, so the
@@ -64,13 +66,22 @@ def check(
     progress: Progress | None = None,
     progress_every: float = 0.5,
 ) -> Result:
-    """Explore every reachable state; stop at the first BFS layer with a violation."""
+    """Explore every reachable state; stop at the first BFS layer with a violation.
+
+    The world's ``bounds.max_depth`` (0: none) bounds the trace length: if states
+    with enabled moves remain at that depth the verdict is "incomplete", never "holds".
+    """
     start = time.perf_counter()
+    max_depth = system.world.bounds.max_depth
     init = system.initial()
     ids: dict[State, int] = {init: 0}
     parent: list[int] = [-1]
     via: list[Move] = [(0, 0)]
-    ctx_of: list[str] = [""]
+    # Per state id: the context running in it, and the fewest context switches of a
+    # shortest path to it. For a state that continues the path, that count includes
+    # the switch into the state's own context (if its parent ran another one); for a
+    # violating state, which ends the trace, it does not.
+    run_of: list[str] = [system.running(init)[0]]
     switches: list[int] = [0]
     frontier: list[State] = [init]
     stats = Stats(states=1)
@@ -85,31 +96,38 @@ def check(
     reason = ""
     try:
         while frontier and not found:
+            if max_depth and depth >= max_depth and any(moves_of(s) for s in frontier):
+                reason = f"depth bound reached (bounds.max_depth = {max_depth})"
+                break
             depth += 1
             nxt: list[State] = []
             layer_start = len(parent)
             for s in frontier:
                 sid = ids[s]
-                ctx = running(s)[0]
+                ctx = run_of[sid]
+                base = switches[sid]
                 for m in moves_of(s):
                     t, _ = apply(s, m)
                     stats.transitions += 1
-                    sw = switches[sid] + (1 if ctx_of[sid] and ctx_of[sid] != ctx else 0)
                     tid = ids.get(t)
                     if tid is None:
                         tid = len(parent)
                         ids[t] = tid
                         parent.append(sid)
                         via.append(m)
-                        ctx_of.append(ctx)
-                        switches.append(sw)
+                        tctx = running(t)[0]
+                        run_of.append(tctx)
                         if system.violation(t):
+                            switches.append(base)
                             found.append(tid)
                         else:
+                            switches.append(base + (ctx != tctx))
                             nxt.append(t)
-                    elif tid >= layer_start and sw < switches[tid]:
-                        # Same BFS depth, fewer context switches: prefer this parent.
-                        parent[tid], via[tid], ctx_of[tid], switches[tid] = sid, m, ctx, sw
+                    elif tid >= layer_start:
+                        sw = base if system.violation(t) else base + (ctx != run_of[tid])
+                        if sw < switches[tid]:
+                            # Same BFS depth, fewer context switches: prefer this parent.
+                            parent[tid], via[tid], switches[tid] = sid, m, sw
                 if max_states is not None and len(parent) >= max_states:
                     reason = f"state cap reached ({max_states} states)"
                     raise _Stop
