@@ -39,8 +39,18 @@ nmis = 1
 """
 
 CONTEXTS = {"host", "NMI", "IRQ", "guest", "guest PMI"}
-RESULT_KEYS = {"design", "world", "vendor", "verdict", "states", "transitions", "depth", "seconds", "properties",
-               "violation"}
+RESULT_KEYS = {
+    "design",
+    "world",
+    "vendor",
+    "verdict",
+    "states",
+    "transitions",
+    "depth",
+    "seconds",
+    "properties",
+    "violation",
+}
 VIOLATION_KEYS = {"property", "description", "source", "message", "trace"}
 STEP_KEYS = {"step", "context", "label", "text", "changes", "hw", "move"}
 
@@ -72,9 +82,18 @@ def test_check_without_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "violated: lvtpc-route-consistent — " + P.BY_NAME["lvtpc-route-consistent"].description in lines
     assert "  source: I2; §2.4" in lines
     head = next(i for i, line in enumerate(lines) if line.startswith("design "))
-    assert lines[head].split() == ["design", "world", "verdict", "states", "trans.", "depth", "seconds",
-                                   "states/s", "detail"]
-    rows = [line.split() for line in lines[head + 1:]]
+    assert lines[head].split() == [
+        "design",
+        "world",
+        "verdict",
+        "states",
+        "trans.",
+        "depth",
+        "seconds",
+        "states/s",
+        "detail",
+    ]
+    rows = [line.split() for line in lines[head + 1 :]]
     assert len(rows) == 2
     intel, amd = rows
     assert intel[:3] == ["upstream", "intel-default", "violated"]
@@ -109,8 +128,9 @@ def test_check_context_and_no_trace(tiny: str, capsys: pytest.CaptureFixture[str
 
 
 def test_check_property_restriction(tiny: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, doc = check_json(capsys, "--design", "no-nmi-gate", "--world", tiny, "--property", "no-warn",
-                           "--property", "host-isolation")
+    code, doc = check_json(
+        capsys, "--design", "no-nmi-gate", "--world", tiny, "--property", "no-warn", "--property", "host-isolation"
+    )
     assert code == 0
     (r,) = doc["results"]
     assert (r["verdict"], r["properties"]) == ("holds", ["no-warn", "host-isolation"])
@@ -175,7 +195,11 @@ def test_json_violated_default_intel(capsys: pytest.CaptureFixture[str]) -> None
     validate(doc)
     (r,) = doc["results"]
     assert (r["design"], r["world"], r["vendor"], r["verdict"], r["depth"]) == (
-        "upstream", "intel-default", "intel", "violated", 80
+        "upstream",
+        "intel-default",
+        "intel",
+        "violated",
+        80,
     )
     assert r["properties"] == [p.name for p in P.PROPERTIES if p.vendor != "amd"]
     v = r["violation"]
@@ -204,7 +228,8 @@ def test_json_several_worlds(tiny: str, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 1
     validate(doc)
     assert [(r["world"], r["verdict"], r["violation"]["property"]) for r in doc["results"]] == [
-        ("tiny", "violated", "no-warn"), ("amd-default", "violated", "no-warn")
+        ("tiny", "violated", "no-warn"),
+        ("amd-default", "violated", "no-warn"),
     ]
 
 
@@ -243,7 +268,7 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert out == ""
     assert "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("vpmu: error: "), err
-    return err[len("vpmu: error: "):].rstrip("\n")
+    return err[len("vpmu: error: ") :].rstrip("\n")
 
 
 def test_unknown_design(capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,21 +292,40 @@ def test_unknown_property(capsys: pytest.CaptureFixture[str]) -> None:
     assert msg == f"unknown property 'bogus'; known properties: {', '.join(P.BY_NAME)}"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('name = "x\n', "malformed TOML: "),
-    (SMALL_WORLD.replace("exits = 1", "exits = -1"),
-     "bounds.exits = -1 is not allowed; allowed: an integer from 0 to 16"),
-    (SMALL_WORLD.replace("exits = 1", "exitz = 1"),
-     "bounds.exitz = 1 is not allowed; unknown key; allowed: exits, exit_reasons, nmis, max_depth"),
-    (SMALL_WORLD + "\n[extra]\n", "extra = {} is not allowed; unknown key; allowed: "),
-    (SMALL_WORLD.replace('vendor = "intel"', 'vendor = "via"'),
-     "[machine]: vendor = 'via' is not allowed; allowed: intel, amd"),
-    (SMALL_WORLD.replace('"loop 3"', '"loop three"'), "loop count 'three' is not a number"),
-    (WORLD_INCLUDE_GUEST,
-     "host_event[0].exclude_guest = False is not allowed; a mediated vPMU excludes include-guest core events "
-     "(perf returns -EOPNOTSUPP, H14); allowed: true"),
-], ids=["syntax", "negative-exits", "unknown-bounds-key", "unknown-table", "bad-vendor", "bad-guest-program",
-        "include-guest-H14"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name = "x\n', "malformed TOML: "),
+        (
+            SMALL_WORLD.replace("exits = 1", "exits = -1"),
+            "bounds.exits = -1 is not allowed; allowed: an integer from 0 to 16",
+        ),
+        (
+            SMALL_WORLD.replace("exits = 1", "exitz = 1"),
+            "bounds.exitz = 1 is not allowed; unknown key; allowed: exits, exit_reasons, nmis, max_depth",
+        ),
+        (SMALL_WORLD + "\n[extra]\n", "extra = {} is not allowed; unknown key; allowed: "),
+        (
+            SMALL_WORLD.replace('vendor = "intel"', 'vendor = "via"'),
+            "[machine]: vendor = 'via' is not allowed; allowed: intel, amd",
+        ),
+        (SMALL_WORLD.replace('"loop 3"', '"loop three"'), "loop count 'three' is not a number"),
+        (
+            WORLD_INCLUDE_GUEST,
+            "host_event[0].exclude_guest = False is not allowed; a mediated vPMU excludes include-guest core events "
+            "(perf returns -EOPNOTSUPP, H14); allowed: true",
+        ),
+    ],
+    ids=[
+        "syntax",
+        "negative-exits",
+        "unknown-bounds-key",
+        "unknown-table",
+        "bad-vendor",
+        "bad-guest-program",
+        "include-guest-H14",
+    ],
+)
 def test_malformed_world(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str) -> None:
     f = write(tmp_path, "w.toml", text)
     msg = one_line_error(capsys, "check", "--world", f)
@@ -425,8 +469,9 @@ def test_designs_verbose(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_simulate_bad_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    expected = ("--exits = 'bogus' is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), "
-                "random:P (0 < P <= 1)")
+    expected = (
+        "--exits = 'bogus' is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), random:P (0 < P <= 1)"
+    )
     assert one_line_error(capsys, "simulate", "--exits", "bogus") == expected
     assert one_line_error(capsys, "simulate", "--vendor", "amd", "--exits", "bogus") == expected
     assert one_line_error(capsys, "simulate", "--vendor", "amd", "--nmis", "every:0").startswith("--nmis = 'every:0'")

@@ -31,8 +31,14 @@ def test_info_default_is_intel(capsys: pytest.CaptureFixture[str]) -> None:
     assert "fixed counters: 1 x 48 bits" in lines
     assert "mediated vPMU capable host: yes" in lines
     feats = next(line for line in lines if line.startswith("features: "))
-    for feat in ("global ctrl/status", "status set", "full-width writes",
-                 "VMX save PERF_GLOBAL_CTRL", "host PMI ack: late", "freeze: streamlined (v4)"):
+    for feat in (
+        "global ctrl/status",
+        "status set",
+        "full-width writes",
+        "VMX save PERF_GLOBAL_CTRL",
+        "host PMI ack: late",
+        "freeze: streamlined (v4)",
+    ):
         assert feat in feats
     for msr_line in (
         "0x0000038f  IA32_PERF_GLOBAL_CTRL          RW",
@@ -96,17 +102,18 @@ def test_info_amd_legacy_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ("text", "message"),
     [
         pytest.param("[machine]\nvendor = \n", "malformed TOML: ", id="malformed"),
-        pytest.param("[machine]\nnum_gp = 9\n",
-                     "num_gp = 9 is not allowed; allowed: an integer from 1 to 8", id="bad-value"),
-        pytest.param("[machine]\ncolour = 'blue'\n",
-                     "colour = 'blue' is not allowed; unknown field; known fields: ", id="unknown"),
-        pytest.param("machine = 'intel'\n",
-                     "machine = 'intel' is not allowed; must be a TOML table", id="not-a-table"),
+        pytest.param(
+            "[machine]\nnum_gp = 9\n", "num_gp = 9 is not allowed; allowed: an integer from 1 to 8", id="bad-value"
+        ),
+        pytest.param(
+            "[machine]\ncolour = 'blue'\n",
+            "colour = 'blue' is not allowed; unknown field; known fields: ",
+            id="unknown",
+        ),
+        pytest.param("machine = 'intel'\n", "machine = 'intel' is not allowed; must be a TOML table", id="not-a-table"),
     ],
 )
-def test_info_bad_config_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
-) -> None:
+def test_info_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text, encoding="utf-8")
     assert main(["info", "--config", str(cfg)]) == 2

@@ -18,100 +18,122 @@ INVALID: list[Any] = [
     # Intel architectural perfmon versions 1..6 (F-1.1).
     pytest.param({"pmu_version": 7}, "pmu_version", 7, "an integer from 1 to 6", id="intel-v7"),
     pytest.param({"pmu_version": -1}, "pmu_version", -1, "an integer from 1 to 6", id="intel-v-1"),
-    pytest.param({"pmu_version": "5"}, "pmu_version", "5", "an integer from 1 to 6",
-                 id="intel-v-str"),
-    pytest.param({"pmu_version": 4.0}, "pmu_version", 4.0, "an integer from 1 to 6",
-                 id="intel-v-float"),
-    pytest.param({"pmu_version": True}, "pmu_version", True, "an integer from 1 to 6",
-                 id="intel-v-bool"),
+    pytest.param({"pmu_version": "5"}, "pmu_version", "5", "an integer from 1 to 6", id="intel-v-str"),
+    pytest.param({"pmu_version": 4.0}, "pmu_version", 4.0, "an integer from 1 to 6", id="intel-v-float"),
+    pytest.param({"pmu_version": True}, "pmu_version", True, "an integer from 1 to 6", id="intel-v-bool"),
     pytest.param(
-        {"pmu_version": "perfmonv2"}, "pmu_version", "perfmonv2", "an integer from 1 to 6",
+        {"pmu_version": "perfmonv2"},
+        "pmu_version",
+        "perfmonv2",
+        "an integer from 1 to 6",
         id="intel-amd-version",
     ),
     # AMD flavours (F-3.1, F-3.6).
     pytest.param(
-        {"vendor": "amd", "pmu_version": 2}, "pmu_version", 2,
-        "allowed: legacy, perfctrextcore, perfmonv2", id="amd-int-version",
+        {"vendor": "amd", "pmu_version": 2},
+        "pmu_version",
+        2,
+        "allowed: legacy, perfctrextcore, perfmonv2",
+        id="amd-int-version",
     ),
     pytest.param(
-        {"vendor": "amd", "pmu_version": "v2"}, "pmu_version", "v2",
-        "allowed: legacy, perfctrextcore, perfmonv2", id="amd-bad-version",
+        {"vendor": "amd", "pmu_version": "v2"},
+        "pmu_version",
+        "v2",
+        "allowed: legacy, perfctrextcore, perfmonv2",
+        id="amd-bad-version",
     ),
     # Counter counts: Intel up to 8 GP (F-1.1.3), AMD 4 legacy / 6 extended (F-3.2).
     pytest.param({"num_gp": 0}, "num_gp", 0, "an integer from 1 to 8", id="intel-gp-0"),
     pytest.param({"num_gp": 9}, "num_gp", 9, "an integer from 1 to 8", id="intel-gp-9"),
+    pytest.param({"vendor": "amd", "num_gp": 7}, "num_gp", 7, "an integer from 1 to 6", id="amd-v2-gp-7"),
     pytest.param(
-        {"vendor": "amd", "num_gp": 7}, "num_gp", 7, "an integer from 1 to 6", id="amd-v2-gp-7"
+        {"vendor": "amd", "pmu_version": "perfctrextcore", "num_gp": 7},
+        "num_gp",
+        7,
+        "an integer from 1 to 6",
+        id="amd-ext-gp-7",
     ),
     pytest.param(
-        {"vendor": "amd", "pmu_version": "perfctrextcore", "num_gp": 7}, "num_gp", 7,
-        "an integer from 1 to 6", id="amd-ext-gp-7",
-    ),
-    pytest.param(
-        {"vendor": "amd", "pmu_version": "legacy", "num_gp": 5}, "num_gp", 5,
-        "an integer from 1 to 4", id="amd-legacy-gp-5",
+        {"vendor": "amd", "pmu_version": "legacy", "num_gp": 5},
+        "num_gp",
+        5,
+        "an integer from 1 to 4",
+        id="amd-legacy-gp-5",
     ),
     pytest.param({"num_fixed": 5}, "num_fixed", 5, "an integer from 0 to 4", id="intel-fixed-5"),
-    pytest.param({"num_fixed": -2}, "num_fixed", -2, "an integer from 0 to 4",
-                 id="intel-fixed-neg"),
+    pytest.param({"num_fixed": -2}, "num_fixed", -2, "an integer from 0 to 4", id="intel-fixed-neg"),
     pytest.param(
-        {"pmu_version": 1, "num_fixed": 1}, "num_fixed", 1,
-        "allowed: 0 (PMU v1 has no fixed counters, F-1.1.1)", id="intel-v1-fixed",
+        {"pmu_version": 1, "num_fixed": 1},
+        "num_fixed",
+        1,
+        "allowed: 0 (PMU v1 has no fixed counters, F-1.1.1)",
+        id="intel-v1-fixed",
     ),
     pytest.param(
-        {"vendor": "amd", "num_fixed": 1}, "num_fixed", 1,
-        "allowed: 0 (AMD has no fixed counters)", id="amd-fixed",
+        {"vendor": "amd", "num_fixed": 1},
+        "num_fixed",
+        1,
+        "allowed: 0 (AMD has no fixed counters)",
+        id="amd-fixed",
     ),
     # Widths.
     pytest.param({"gp_width": 1}, "gp_width", 1, "an integer from 2 to 48", id="gp-width-1"),
     pytest.param({"gp_width": 49}, "gp_width", 49, "an integer from 2 to 48", id="gp-width-49"),
-    pytest.param({"gp_width": "48"}, "gp_width", "48", "an integer from 2 to 48",
-                 id="gp-width-str"),
-    pytest.param({"gp_width": True}, "gp_width", True, "an integer from 2 to 48",
-                 id="gp-width-bool"),
+    pytest.param({"gp_width": "48"}, "gp_width", "48", "an integer from 2 to 48", id="gp-width-str"),
+    pytest.param({"gp_width": True}, "gp_width", True, "an integer from 2 to 48", id="gp-width-bool"),
     pytest.param({"fixed_width": 1}, "fixed_width", 1, "an integer from 2 to 48", id="fx-width-1"),
-    pytest.param({"fixed_width": 64}, "fixed_width", 64, "an integer from 2 to 48",
-                 id="fx-width-64"),
+    pytest.param({"fixed_width": 64}, "fixed_width", 64, "an integer from 2 to 48", id="fx-width-64"),
     # Booleans.
+    pytest.param({"full_width_writes": 1}, "full_width_writes", 1, "allowed: true or false", id="fw-int"),
     pytest.param(
-        {"full_width_writes": 1}, "full_width_writes", 1, "allowed: true or false", id="fw-int"
-    ),
-    pytest.param(
-        {"vmx_save_global_ctrl": "yes"}, "vmx_save_global_ctrl", "yes", "allowed: true or false",
+        {"vmx_save_global_ctrl": "yes"},
+        "vmx_save_global_ctrl",
+        "yes",
+        "allowed: true or false",
         id="vmx-save-str",
     ),
     pytest.param(
-        {"status_set_raises_pmi": 0}, "status_set_raises_pmi", 0, "allowed: true or false",
+        {"status_set_raises_pmi": 0},
+        "status_set_raises_pmi",
+        0,
+        "allowed: true or false",
         id="status-set-int",
     ),
     # Choices and open points (x86-pmu-hardware.md §8).
     pytest.param({"host_ack": "never"}, "host_ack", "never", "allowed: early, mid, late", id="ack"),
-    pytest.param(
-        {"masked_pmi": "queue"}, "masked_pmi", "queue", "allowed: drop, latch", id="masked-pmi"
-    ),
+    pytest.param({"masked_pmi": "queue"}, "masked_pmi", "queue", "allowed: drop, latch", id="masked-pmi"),
     pytest.param({"pmi_skid": -1}, "pmi_skid", -1, "an integer from 0 to 16", id="skid-neg"),
     pytest.param({"pmi_skid": 17}, "pmi_skid", 17, "an integer from 0 to 16", id="skid-17"),
     pytest.param(
-        {"transition_cycles": 17}, "transition_cycles", 17, "an integer from 0 to 16",
+        {"transition_cycles": 17},
+        "transition_cycles",
+        17,
+        "an integer from 0 to 16",
         id="transition-17",
     ),
     pytest.param(
-        {"transition_cycles": -1}, "transition_cycles", -1, "an integer from 0 to 16",
+        {"transition_cycles": -1},
+        "transition_cycles",
+        -1,
+        "an integer from 0 to 16",
         id="transition-neg",
     ),
     pytest.param(
-        {"fixed_high_bits": "ignore"}, "fixed_high_bits", "ignore", "allowed: gp, truncate",
+        {"fixed_high_bits": "ignore"},
+        "fixed_high_bits",
+        "ignore",
+        "allowed: gp, truncate",
         id="fixed-high-bits",
     ),
+    pytest.param({"svme_off_filter": "bios"}, "svme_off_filter", "bios", "allowed: linux, apm", id="svme-off"),
+    pytest.param({"rdpmc_fast": "ignore"}, "rdpmc_fast", "ignore", "allowed: gp, low32", id="rdpmc-fast"),
     pytest.param(
-        {"svme_off_filter": "bios"}, "svme_off_filter", "bios", "allowed: linux, apm", id="svme-off"
-    ),
-    pytest.param(
-        {"rdpmc_fast": "ignore"}, "rdpmc_fast", "ignore", "allowed: gp, low32", id="rdpmc-fast"
-    ),
-    pytest.param(
-        {"vendor": "amd", "status_set_raises_pmi": True}, "status_set_raises_pmi", True,
-        "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)", id="amd-status-set-pmi",
+        {"vendor": "amd", "status_set_raises_pmi": True},
+        "status_set_raises_pmi",
+        True,
+        "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)",
+        id="amd-status-set-pmi",
     ),
 ]
 
@@ -152,9 +174,7 @@ def test_invalid_value_from_mapping_names_the_source(
         pytest.param({"vendor": "intel", "pmu_version": 2}, 2, 1, id="intel-v2-1-fixed"),
         # v1 has no fixed counters (F-1.1.1): the default follows.
         pytest.param({"vendor": "intel", "pmu_version": 1}, 1, 0, id="intel-v1-0-fixed"),
-        pytest.param(
-            {"vendor": "amd", "pmu_version": "legacy"}, "legacy", 0, id="amd-legacy-0-fixed"
-        ),
+        pytest.param({"vendor": "amd", "pmu_version": "legacy"}, "legacy", 0, id="amd-legacy-0-fixed"),
         pytest.param({"vendor": "intel", "num_fixed": 3}, 5, 3, id="intel-explicit-fixed"),
     ],
 )
@@ -186,18 +206,24 @@ def test_open_point_defaults_follow_the_reference() -> None:
         pytest.param({"pmu_version": 3}, True, False, False, False, id="intel-v3"),
         pytest.param({"pmu_version": 4}, True, True, True, True, id="intel-v4"),
         pytest.param(
-            {"pmu_version": 4, "full_width_writes": False}, True, True, True, False,
+            {"pmu_version": 4, "full_width_writes": False},
+            True,
+            True,
+            True,
+            False,
             id="intel-v4-no-fw",
         ),
         pytest.param({"pmu_version": 6}, True, True, True, True, id="intel-v6"),
         pytest.param({"vendor": "amd"}, True, True, False, True, id="amd-perfmonv2"),
         pytest.param(
-            {"vendor": "amd", "pmu_version": "perfctrextcore"}, False, False, False, False,
+            {"vendor": "amd", "pmu_version": "perfctrextcore"},
+            False,
+            False,
+            False,
+            False,
             id="amd-perfctrextcore",
         ),
-        pytest.param(
-            {"vendor": "amd", "pmu_version": "legacy"}, False, False, False, False, id="amd-legacy"
-        ),
+        pytest.param({"vendor": "amd", "pmu_version": "legacy"}, False, False, False, False, id="amd-legacy"),
     ],
 )
 def test_derived_facts(
@@ -235,7 +261,11 @@ def test_load_machine_table(tmp_path: Path) -> None:
     )
     c = MachineConfig.load(p)
     assert c == MachineConfig(
-        vendor="intel", pmu_version=4, num_gp=1, gp_width=3, vmx_save_global_ctrl=False,
+        vendor="intel",
+        pmu_version=4,
+        num_gp=1,
+        gp_width=3,
+        vmx_save_global_ctrl=False,
         masked_pmi="latch",
     )
 

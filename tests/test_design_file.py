@@ -55,7 +55,9 @@ label = "perf_ctx_enable"
 """
 
 #: The same, plus a copy of KVM's clear inserted after the counters are loaded.
-WITH_COPY = STAYS_DISABLED.replace('name = "stays-disabled-file"', 'name = "clear-twice"') + """
+WITH_COPY = (
+    STAYS_DISABLED.replace('name = "stays-disabled-file"', 'name = "clear-twice"')
+    + """
 [[edit]]
 op = "insert_after"
 function = "kvm_mediated_pmu_load"
@@ -63,6 +65,7 @@ label = "load_pmcs"
 copy = "kvm_mediated_pmu_load:clear_global_ctrl"
 as = "clear_again"
 """
+)
 
 NO_CLEAR = """\
 name = "no-clear-file"
@@ -107,8 +110,10 @@ DESIGN = get_design("upstream").derive(
 @pytest.fixture
 def worlds(tmp_path: Path) -> dict[str, str]:
     out = {}
-    for vendor, machine in (("intel", 'vendor = "intel"\nnum_fixed = 0'),
-                            ("amd", 'vendor = "amd"\npmu_version = "perfmonv2"')):
+    for vendor, machine in (
+        ("intel", 'vendor = "intel"\nnum_fixed = 0'),
+        ("amd", 'vendor = "amd"\npmu_version = "perfmonv2"'),
+    ):
         p = tmp_path / f"{vendor}.toml"
         p.write_text(WORLD.format(vendor=vendor, machine=machine), encoding="utf-8")
         out[vendor] = str(p)
@@ -164,13 +169,21 @@ def test_toml_file_shows_the_edited_step_order(tmp_path: Path, capsys: pytest.Ca
     lines = show(capsys, "--design-file", f, "kvm_mediated_pmu_load")
     assert lines[0].startswith("kvm_mediated_pmu_load  (clear-twice, intel-default)")
     assert step_labels(lines) == [
-        "perf_load_guest_context", "clear_global_ctrl", "load_lvtpc", "load_pmcs", "clear_again", "vendor_load"
+        "perf_load_guest_context",
+        "clear_global_ctrl",
+        "load_lvtpc",
+        "load_pmcs",
+        "clear_again",
+        "vendor_load",
     ]
     again = next(line for line in lines if line.split()[0] == "clear_again")
     assert "wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0)" in again  # a copy of the clear
     assert step_labels(show(capsys, "--design-file", f, "perf_load_guest_lvtpc")) == ["set_flag", "write_lvtpc"]
     assert step_labels(show(capsys, "--design-file", f, "perf_load_guest_context")) == [
-        "warn_loaded", "perf_ctx_disable", "ctx_sched_out", "set_loaded"
+        "warn_loaded",
+        "perf_ctx_disable",
+        "ctx_sched_out",
+        "set_loaded",
     ]
     amd = show(capsys, "--design-file", f, "kvm_mediated_pmu_load", "--vendor", "amd")
     assert amd[0].startswith("kvm_mediated_pmu_load  (clear-twice, amd-default)")

@@ -124,7 +124,7 @@ def brute_force(sys_: Any) -> Brute:
                 seen.add(t)
         out.states = len(seen)
         if end:
-            out.depth = out.violation_depth = (out.depth + 1)
+            out.depth = out.violation_depth = out.depth + 1
             out.min_switches = min(end.values())
             out.violating = set(end)
             return out
@@ -151,15 +151,16 @@ def test_same_check_twice_gives_identical_json(tmp_path: Path, capsys: pytest.Ca
     assert all(r["violation"]["trace"] for r in first["results"])
 
 
-def test_same_holds_check_twice_gives_identical_statistics(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_same_holds_check_twice_gives_identical_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ("--design", "perf-stays-disabled", "--world", world_file(tmp_path, "intel", exits=1, nmis=1))
     runs = [cli_json(capsys, *argv) for _ in range(2)]
     assert [code for code, _ in runs] == [0, 0]
     a, b = (doc["results"][0] for _, doc in runs)
     assert (a["verdict"], a["states"], a["transitions"], a["depth"]) == (
-        b["verdict"], b["states"], b["transitions"], b["depth"]
+        b["verdict"],
+        b["states"],
+        b["transitions"],
+        b["depth"],
     )
     assert a["verdict"] == "holds" and a["violation"] is None
 
@@ -187,7 +188,11 @@ def test_determinism_does_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONHASHSEED": seed}
         p = subprocess.run(
             [sys.executable, "-m", "vpmu.cli", "check", "--json", "--design", "put-keeps-eventsel", "--world", f],
-            capture_output=True, text=True, env=env, check=False, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=60,
         )
         assert p.returncode == 1, p.stderr
         outs.append(without_seconds(json.loads(p.stdout)))
@@ -292,11 +297,14 @@ def test_max_depth_from_a_world_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 # --- statistics and shortest traces against the brute force ----------------------------------
 
 
-@pytest.mark.parametrize(("design", "vendor", "exits", "nmis"), [
-    ("upstream", "intel", 1, 0),
-    ("upstream", "amd", 1, 1),
-    ("perf-stays-disabled", "intel", 1, 1),
-])
+@pytest.mark.parametrize(
+    ("design", "vendor", "exits", "nmis"),
+    [
+        ("upstream", "intel", 1, 0),
+        ("upstream", "amd", 1, 1),
+        ("perf-stays-disabled", "intel", 1, 1),
+    ],
+)
 def test_statistics_match_an_independent_bfs_when_holding(design: str, vendor: str, exits: int, nmis: int) -> None:
     w = world(vendor, exits, nmis)
     r = check(system(design, w))

@@ -84,102 +84,246 @@ def pmis(cpu: Cpu) -> list[tuple[str, int, int]]:
 Step = tuple[Any, ...]
 
 COUNTING: list[Any] = [
-    pytest.param(INTEL, [("sel", 0, "instructions", OS)], False, 0, {"PMC0": 0},
-                 id="F-1.4 EN clear: no count"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS)], False, 0, {"PMC0": 5},
-                 id="F-1.4 OS counts at CPL 0"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS)], False, 3, {"PMC0": 0},
-                 id="F-1.4 OS does not count at CPL 3"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | USR)], False, 3, {"PMC0": 5},
-                 id="F-1.4 USR counts at CPL 3"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | USR)], False, 1, {"PMC0": 5},
-                 id="F-1.4 USR counts at CPL 1 (CPL > 0)"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | USR)], False, 0, {"PMC0": 0},
-                 id="F-1.4 USR does not count at CPL 0"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN)], False, 0, {"PMC0": 0},
-                 id="F-1.4 neither OS nor USR: no count"),
-    pytest.param(INTEL, [("sel", 1, "cycles", EN | OS | USR)], False, 3, {"PMC1": 7},
-                 id="F-1.4 cycles event counts cycles"),
-    pytest.param(INTEL, [("sel", 1, "branches", EN | OS | USR)], False, 3, {"PMC1": 2},
-                 id="F-1.4 branches event counts branches"),
-    pytest.param(INTEL, [("msr", M.MSR_P6_EVNTSEL0, EN | OS | 0x2E)], False, 0, {"PMC0": 0},
-                 id="F-1.2.2 unmodelled event counts nothing"),
+    pytest.param(INTEL, [("sel", 0, "instructions", OS)], False, 0, {"PMC0": 0}, id="F-1.4 EN clear: no count"),
+    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS)], False, 0, {"PMC0": 5}, id="F-1.4 OS counts at CPL 0"),
+    pytest.param(
+        INTEL, [("sel", 0, "instructions", EN | OS)], False, 3, {"PMC0": 0}, id="F-1.4 OS does not count at CPL 3"
+    ),
+    pytest.param(INTEL, [("sel", 0, "instructions", EN | USR)], False, 3, {"PMC0": 5}, id="F-1.4 USR counts at CPL 3"),
+    pytest.param(
+        INTEL, [("sel", 0, "instructions", EN | USR)], False, 1, {"PMC0": 5}, id="F-1.4 USR counts at CPL 1 (CPL > 0)"
+    ),
+    pytest.param(
+        INTEL, [("sel", 0, "instructions", EN | USR)], False, 0, {"PMC0": 0}, id="F-1.4 USR does not count at CPL 0"
+    ),
+    pytest.param(
+        INTEL, [("sel", 0, "instructions", EN)], False, 0, {"PMC0": 0}, id="F-1.4 neither OS nor USR: no count"
+    ),
+    pytest.param(
+        INTEL, [("sel", 1, "cycles", EN | OS | USR)], False, 3, {"PMC1": 7}, id="F-1.4 cycles event counts cycles"
+    ),
+    pytest.param(
+        INTEL, [("sel", 1, "branches", EN | OS | USR)], False, 3, {"PMC1": 2}, id="F-1.4 branches event counts branches"
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_P6_EVNTSEL0, EN | OS | 0x2E)],
+        False,
+        0,
+        {"PMC0": 0},
+        id="F-1.2.2 unmodelled event counts nothing",
+    ),
     # CMASK/INV (F-1.4.1, F-3.3.2), one event per cycle at most in this model.
-    pytest.param(INTEL, [("sel", 0, "branches", EN | OS | M.EVENTSEL_INV)], False, 0,
-                 {"PMC0": 2}, id="F-1.4 INV is ignored with CMASK=0"),
-    pytest.param(INTEL, [("sel", 0, "branches", EN | OS | 1 << 24)], False, 0, {"PMC0": 2},
-                 id="F-1.4.1 CMASK=1: cycles with >= 1 event"),
-    pytest.param(INTEL, [("sel", 0, "branches", EN | OS | 1 << 24 | M.EVENTSEL_INV)], False, 0,
-                 {"PMC0": 5}, id="F-1.4 CMASK=1 INV: cycles with no event"),
-    pytest.param(INTEL, [("sel", 0, "branches", EN | OS | 2 << 24)], False, 0, {"PMC0": 0},
-                 id="F-1.4 CMASK=2: no cycle has 2 events"),
-    pytest.param(INTEL, [("sel", 0, "branches", EN | OS | 2 << 24 | M.EVENTSEL_INV)], False, 0,
-                 {"PMC0": 7}, id="F-1.4 CMASK=2 INV: every cycle"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS)], True, 0, {"PMC0": 5},
-                 id="F-1.7.2 Intel has no host/guest filter"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS), ("sel", 1, "instructions", EN | OS),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, 0b10)], False, 0,
-                 {"PMC0": 0, "PMC1": 5}, id="F-1.7.2 GLOBAL_CTRL gates GP counters (v2+)"),
-    pytest.param({**INTEL, "pmu_version": 2},
-                 [("sel", 0, "instructions", EN | OS), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, 0)],
-                 False, 0, {"PMC0": 0}, id="F-1.7.2 GLOBAL_CTRL gates on v2"),
-    pytest.param({"vendor": "intel", "pmu_version": 1},
-                 [("sel", 0, "instructions", EN | OS), ("sel", 1, "cycles", EN | USR)],
-                 False, 0, {"PMC0": 5, "PMC1": 0}, id="F-1.7.2 v1: EN and CPL only, no gate"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_OS),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)], False, 0,
-                 {"FIXED_CTR0": 5}, id="F-1.6.1 fixed OS nibble counts at CPL 0"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_OS),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)], False, 3,
-                 {"FIXED_CTR0": 0}, id="F-1.6.1 fixed OS nibble not at CPL 3"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_USR << 4),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX << 1)], False, 3,
-                 {"FIXED_CTR1": 7, "FIXED_CTR0": 0},
-                 id="F-1.6.1 F-1.6.5 fixed 1 USR counts cycles"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_USR << 4),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX << 1)], False, 0,
-                 {"FIXED_CTR1": 0}, id="F-1.6.1 fixed USR nibble not at CPL 0"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x33),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX | FX << 1)], False, 3,
-                 {"FIXED_CTR0": 5, "FIXED_CTR1": 7}, id="F-1.6.1 fixed 11b counts all rings"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_PMI),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)], False, 0,
-                 {"FIXED_CTR0": 0}, id="F-1.6.1 fixed nibble 00b is stopped"),
-    pytest.param(INTEL, [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x3)], False, 0,
-                 {"FIXED_CTR0": 0}, id="F-1.7.2 GLOBAL_CTRL gates fixed counters (reset: off)"),
-    pytest.param(INTEL, [("sel", 0, "instructions", EN | OS),
-                         ("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x3),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX | 1),
-                         ("msr", M.MSR_CORE_PERF_GLOBAL_STATUS_SET, FRZ)], False, 0,
-                 {"PMC0": 0, "FIXED_CTR0": 0}, id="F-1.7.2 v4+ CTR_Frz stops GP and fixed"),
+    pytest.param(
+        INTEL,
+        [("sel", 0, "branches", EN | OS | M.EVENTSEL_INV)],
+        False,
+        0,
+        {"PMC0": 2},
+        id="F-1.4 INV is ignored with CMASK=0",
+    ),
+    pytest.param(
+        INTEL,
+        [("sel", 0, "branches", EN | OS | 1 << 24)],
+        False,
+        0,
+        {"PMC0": 2},
+        id="F-1.4.1 CMASK=1: cycles with >= 1 event",
+    ),
+    pytest.param(
+        INTEL,
+        [("sel", 0, "branches", EN | OS | 1 << 24 | M.EVENTSEL_INV)],
+        False,
+        0,
+        {"PMC0": 5},
+        id="F-1.4 CMASK=1 INV: cycles with no event",
+    ),
+    pytest.param(
+        INTEL,
+        [("sel", 0, "branches", EN | OS | 2 << 24)],
+        False,
+        0,
+        {"PMC0": 0},
+        id="F-1.4 CMASK=2: no cycle has 2 events",
+    ),
+    pytest.param(
+        INTEL,
+        [("sel", 0, "branches", EN | OS | 2 << 24 | M.EVENTSEL_INV)],
+        False,
+        0,
+        {"PMC0": 7},
+        id="F-1.4 CMASK=2 INV: every cycle",
+    ),
+    pytest.param(
+        INTEL, [("sel", 0, "instructions", EN | OS)], True, 0, {"PMC0": 5}, id="F-1.7.2 Intel has no host/guest filter"
+    ),
+    pytest.param(
+        INTEL,
+        [
+            ("sel", 0, "instructions", EN | OS),
+            ("sel", 1, "instructions", EN | OS),
+            ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, 0b10),
+        ],
+        False,
+        0,
+        {"PMC0": 0, "PMC1": 5},
+        id="F-1.7.2 GLOBAL_CTRL gates GP counters (v2+)",
+    ),
+    pytest.param(
+        {**INTEL, "pmu_version": 2},
+        [("sel", 0, "instructions", EN | OS), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, 0)],
+        False,
+        0,
+        {"PMC0": 0},
+        id="F-1.7.2 GLOBAL_CTRL gates on v2",
+    ),
+    pytest.param(
+        {"vendor": "intel", "pmu_version": 1},
+        [("sel", 0, "instructions", EN | OS), ("sel", 1, "cycles", EN | USR)],
+        False,
+        0,
+        {"PMC0": 5, "PMC1": 0},
+        id="F-1.7.2 v1: EN and CPL only, no gate",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_OS), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)],
+        False,
+        0,
+        {"FIXED_CTR0": 5},
+        id="F-1.6.1 fixed OS nibble counts at CPL 0",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_OS), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)],
+        False,
+        3,
+        {"FIXED_CTR0": 0},
+        id="F-1.6.1 fixed OS nibble not at CPL 3",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_USR << 4), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX << 1)],
+        False,
+        3,
+        {"FIXED_CTR1": 7, "FIXED_CTR0": 0},
+        id="F-1.6.1 F-1.6.5 fixed 1 USR counts cycles",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_USR << 4), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX << 1)],
+        False,
+        0,
+        {"FIXED_CTR1": 0},
+        id="F-1.6.1 fixed USR nibble not at CPL 0",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x33), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX | FX << 1)],
+        False,
+        3,
+        {"FIXED_CTR0": 5, "FIXED_CTR1": 7},
+        id="F-1.6.1 fixed 11b counts all rings",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, M.FIXED_PMI), ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX)],
+        False,
+        0,
+        {"FIXED_CTR0": 0},
+        id="F-1.6.1 fixed nibble 00b is stopped",
+    ),
+    pytest.param(
+        INTEL,
+        [("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x3)],
+        False,
+        0,
+        {"FIXED_CTR0": 0},
+        id="F-1.7.2 GLOBAL_CTRL gates fixed counters (reset: off)",
+    ),
+    pytest.param(
+        INTEL,
+        [
+            ("sel", 0, "instructions", EN | OS),
+            ("msr", M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0x3),
+            ("msr", M.MSR_CORE_PERF_GLOBAL_CTRL, FX | 1),
+            ("msr", M.MSR_CORE_PERF_GLOBAL_STATUS_SET, FRZ),
+        ],
+        False,
+        0,
+        {"PMC0": 0, "FIXED_CTR0": 0},
+        id="F-1.7.2 v4+ CTR_Frz stops GP and fixed",
+    ),
     # AMD
-    pytest.param(AMD, [("sel", 0, "instructions", EN | OS)], False, 0, {"PMC0": 5},
-                 id="F-3.3.1 AMD OS counts at CPL 0"),
-    pytest.param(AMD, [("sel", 0, "instructions", EN | OS)], False, 3, {"PMC0": 0},
-                 id="F-3.3.1 AMD OS not at CPL 3"),
-    pytest.param(AMD, [("sel", 0, "instructions", EN | USR)], False, 3, {"PMC0": 5},
-                 id="F-3.3.1 AMD USR counts at CPL 3"),
-    pytest.param(AMD, [("sel", 0, "instructions", EN)], False, 0, {"PMC0": 0},
-                 id="F-3.3.1 AMD 00b: no counting"),
-    pytest.param(AMD, [("sel", 0, "instructions", OS | USR)], False, 0, {"PMC0": 0},
-                 id="F-3.5.1 AMD EN clear"),
-    pytest.param(AMD, [("sel", 1, "cycles", EN | OS), ("sel", 0, "branches", EN | OS)], False, 0,
-                 {"PMC1": 7, "PMC0": 2}, id="F-3.3 AMD cycles and branches events"),
-    pytest.param(AMD, [("sel", 0, "branches", EN | OS | 1 << 24 | M.EVENTSEL_INV)], False, 0,
-                 {"PMC0": 5}, id="F-3.3.2 AMD CntMask=1 INV"),
-    pytest.param(AMD, [("sel", 0, "branches", EN | OS | 2 << 24 | M.EVENTSEL_INV)], False, 0,
-                 {"PMC0": 7}, id="F-3.3.2 AMD CntMask=2 INV"),
-    pytest.param(AMD, [("msr", M.MSR_F15H_PERF_CTL0, EN | OS | 0xC0 | 1 << 32)], False, 0,
-                 {"PMC0": 0}, id="F-3.3 AMD EventSelect[11:8] is part of the event"),
-    pytest.param(AMD, [("sel", 0, "instructions", EN | OS), ("sel", 1, "instructions", EN | OS),
-                       ("msr", M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0b10)], False, 0,
-                 {"PMC0": 0, "PMC1": 5}, id="F-3.5.1 PerfMonV2 GlobalCtl gates"),
-    pytest.param(AMD, [("sel", 0, "instructions", EN | OS),
-                       ("msr", M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, FRZ)], False, 0,
-                 {"PMC0": 0}, id="F-3.5.1 PMCF stops counting"),
-    pytest.param({"vendor": "amd", "pmu_version": "legacy"},
-                 [("sel", 0, "instructions", EN | OS)], False, 0, {"PMC0": 5},
-                 id="F-3.5.1 AMD legacy: no global gate"),
+    pytest.param(
+        AMD, [("sel", 0, "instructions", EN | OS)], False, 0, {"PMC0": 5}, id="F-3.3.1 AMD OS counts at CPL 0"
+    ),
+    pytest.param(AMD, [("sel", 0, "instructions", EN | OS)], False, 3, {"PMC0": 0}, id="F-3.3.1 AMD OS not at CPL 3"),
+    pytest.param(
+        AMD, [("sel", 0, "instructions", EN | USR)], False, 3, {"PMC0": 5}, id="F-3.3.1 AMD USR counts at CPL 3"
+    ),
+    pytest.param(AMD, [("sel", 0, "instructions", EN)], False, 0, {"PMC0": 0}, id="F-3.3.1 AMD 00b: no counting"),
+    pytest.param(AMD, [("sel", 0, "instructions", OS | USR)], False, 0, {"PMC0": 0}, id="F-3.5.1 AMD EN clear"),
+    pytest.param(
+        AMD,
+        [("sel", 1, "cycles", EN | OS), ("sel", 0, "branches", EN | OS)],
+        False,
+        0,
+        {"PMC1": 7, "PMC0": 2},
+        id="F-3.3 AMD cycles and branches events",
+    ),
+    pytest.param(
+        AMD,
+        [("sel", 0, "branches", EN | OS | 1 << 24 | M.EVENTSEL_INV)],
+        False,
+        0,
+        {"PMC0": 5},
+        id="F-3.3.2 AMD CntMask=1 INV",
+    ),
+    pytest.param(
+        AMD,
+        [("sel", 0, "branches", EN | OS | 2 << 24 | M.EVENTSEL_INV)],
+        False,
+        0,
+        {"PMC0": 7},
+        id="F-3.3.2 AMD CntMask=2 INV",
+    ),
+    pytest.param(
+        AMD,
+        [("msr", M.MSR_F15H_PERF_CTL0, EN | OS | 0xC0 | 1 << 32)],
+        False,
+        0,
+        {"PMC0": 0},
+        id="F-3.3 AMD EventSelect[11:8] is part of the event",
+    ),
+    pytest.param(
+        AMD,
+        [
+            ("sel", 0, "instructions", EN | OS),
+            ("sel", 1, "instructions", EN | OS),
+            ("msr", M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0b10),
+        ],
+        False,
+        0,
+        {"PMC0": 0, "PMC1": 5},
+        id="F-3.5.1 PerfMonV2 GlobalCtl gates",
+    ),
+    pytest.param(
+        AMD,
+        [("sel", 0, "instructions", EN | OS), ("msr", M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, FRZ)],
+        False,
+        0,
+        {"PMC0": 0},
+        id="F-3.5.1 PMCF stops counting",
+    ),
+    pytest.param(
+        {"vendor": "amd", "pmu_version": "legacy"},
+        [("sel", 0, "instructions", EN | OS)],
+        False,
+        0,
+        {"PMC0": 5},
+        id="F-3.5.1 AMD legacy: no global gate",
+    ),
 ]
 
 
@@ -214,15 +358,23 @@ SVME_OFF = {
 }
 
 HG_ROWS = [
-    pytest.param(policy, ho, go, 1, guest, SVME_ON[ho, go][guest],
-                 id=f"F-3.4 SVME=1 HO={ho} GO={go} {'guest' if guest else 'host'} ({policy})")
+    pytest.param(
+        policy,
+        ho,
+        go,
+        1,
+        guest,
+        SVME_ON[ho, go][guest],
+        id=f"F-3.4 SVME=1 HO={ho} GO={go} {'guest' if guest else 'host'} ({policy})",
+    )
     for policy in ("linux", "apm")
     for ho in (0, 1)
     for go in (0, 1)
     for guest in (False, True)
 ] + [
-    pytest.param(policy, ho, go, 0, False, SVME_OFF[policy][ho, go],
-                 id=f"F-3.4.1 SVME=0 HO={ho} GO={go} host ({policy})")
+    pytest.param(
+        policy, ho, go, 0, False, SVME_OFF[policy][ho, go], id=f"F-3.4.1 SVME=0 HO={ho} GO={go} host ({policy})"
+    )
     for policy in ("linux", "apm")
     for ho in (0, 1)
     for go in (0, 1)
@@ -230,9 +382,7 @@ HG_ROWS = [
 
 
 @pytest.mark.parametrize(("policy", "ho", "go", "svme", "guest", "counts"), HG_ROWS)
-def test_amd_host_guest_only(
-    policy: str, ho: int, go: int, svme: int, guest: bool, counts: bool
-) -> None:
+def test_amd_host_guest_only(policy: str, ho: int, go: int, svme: int, guest: bool, counts: bool) -> None:
     cpu, s = make(vendor="amd", svme_off_filter=policy)
     cpu.set_svme(s, bool(svme))
     program(cpu, s, 0, "instructions", EN | OS | USR | (HO if ho else 0) | (GO if go else 0))
@@ -323,21 +473,23 @@ def test_simultaneous_overflows_raise_one_pmi() -> None:
 # (vendor, LVTPC, NMI_PENDING after, IRR after, LVTPC after)
 LVTPC_ROWS = [
     pytest.param("intel", NMI, 1, 0, NMI | MASKED, id="F-2.4 F-2.5 Intel NMI mode, auto-masked"),
-    pytest.param("intel", FIXED_VEC, 0, 1 << FIXED_VEC, FIXED_VEC | MASKED,
-                 id="F-2.4 F-2.5 Intel Fixed mode sets IRR, auto-masked"),
+    pytest.param(
+        "intel",
+        FIXED_VEC,
+        0,
+        1 << FIXED_VEC,
+        FIXED_VEC | MASKED,
+        id="F-2.4 F-2.5 Intel Fixed mode sets IRR, auto-masked",
+    ),
     pytest.param("amd", NMI, 1, 0, NMI, id="F-2.6 AMD NMI mode, not masked"),
-    pytest.param("amd", FIXED_VEC, 0, 1 << FIXED_VEC, FIXED_VEC,
-                 id="F-2.6 AMD Fixed mode sets IRR, not masked"),
+    pytest.param("amd", FIXED_VEC, 0, 1 << FIXED_VEC, FIXED_VEC, id="F-2.6 AMD Fixed mode sets IRR, not masked"),
     pytest.param("intel", NMI | MASKED, 0, 0, NMI | MASKED, id="F-2.8 Intel masked: dropped"),
-    pytest.param("amd", FIXED_VEC | MASKED, 0, 0, FIXED_VEC | MASKED,
-                 id="F-2.8 AMD masked: dropped"),
+    pytest.param("amd", FIXED_VEC | MASKED, 0, 0, FIXED_VEC | MASKED, id="F-2.8 AMD masked: dropped"),
 ]
 
 
 @pytest.mark.parametrize(("vendor", "lvtpc", "nmi", "irr", "after"), LVTPC_ROWS)
-def test_overflow_pmi_through_lvtpc(
-    vendor: str, lvtpc: int, nmi: int, irr: int, after: int
-) -> None:
+def test_overflow_pmi_through_lvtpc(vendor: str, lvtpc: int, nmi: int, irr: int, after: int) -> None:
     cpu, s = make(vendor=vendor, gp_width=2)
     cpu.write_lvtpc(s, lvtpc)
     program(cpu, s, 0, "instructions", EN | OS | INT, value=3)
@@ -348,9 +500,11 @@ def test_overflow_pmi_through_lvtpc(
     assert pmis(cpu) == [("pmi", route, lvtpc)]
 
 
-@pytest.mark.parametrize(("vendor", "second"), [("intel", 0), ("amd", 1)],
-                         ids=["F-2.5 Intel: second PMI lost until unmask",
-                              "F-2.6 AMD: second PMI delivered"])
+@pytest.mark.parametrize(
+    ("vendor", "second"),
+    [("intel", 0), ("amd", 1)],
+    ids=["F-2.5 Intel: second PMI lost until unmask", "F-2.6 AMD: second PMI delivered"],
+)
 def test_second_pmi_after_auto_mask(vendor: str, second: int) -> None:
     cpu, s = make(vendor=vendor, gp_width=2)
     cpu.write_lvtpc(s, NMI)
@@ -511,8 +665,11 @@ def worlds(draw: st.DrawFn, vendor: str, pmi: bool = True, cmask: bool = True) -
         version = draw(st.sampled_from(["legacy", "perfctrextcore", "perfmonv2"]))
         kw = {"svme_off_filter": draw(st.sampled_from(["linux", "apm"]))}
     cpu, s = make(
-        vendor=vendor, pmu_version=version, num_gp=draw(st.integers(1, 3)),
-        gp_width=draw(st.integers(2, 4)), **kw,
+        vendor=vendor,
+        pmu_version=version,
+        num_gp=draw(st.integers(1, 3)),
+        gp_width=draw(st.integers(2, 4)),
+        **kw,
     )
     for i in range(cpu.cfg.num_gp):
         event = draw(st.sampled_from(EVENTS))
@@ -552,9 +709,7 @@ def worlds(draw: st.DrawFn, vendor: str, pmi: bool = True, cmask: bool = True) -
     return cpu, s, guest, cpl
 
 
-def _singles(
-    cpu: Cpu, s: list[int], guest: bool, cpl: int, n: int, b: int, i: int = 1
-) -> int | None:
+def _singles(cpu: Cpu, s: list[int], guest: bool, cpl: int, n: int, b: int, i: int = 1) -> int | None:
     """Retire ``n`` units of ``i`` instructions and ``b`` branches one unit at a
     time; return the 1-based index of the unit that raised the first PMI."""
     first = None
@@ -569,9 +724,7 @@ def _singles(
 @pytest.mark.parametrize("vendor", ["intel", "amd"])
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), n=st.integers(1, 24), i=st.integers(1, 3), b=st.integers(0, 3))
-def test_bulk_retire_equals_single_retires_until_pmi(
-    vendor: str, data: st.DataObject, n: int, i: int, b: int
-) -> None:
+def test_bulk_retire_equals_single_retires_until_pmi(vendor: str, data: st.DataObject, n: int, i: int, b: int) -> None:
     """retire(n units) == n x retire(1 unit) when units_until_pmi says no INT wrap
     within n; otherwise the first PMI comes exactly at that unit. A unit is ``i``
     instructions with ``b`` of them branches (i = 1: single instructions)."""
@@ -642,9 +795,7 @@ def _oracle_counts(cpu: Cpu, s: list[int], i: int, guest: bool, cpl: int) -> str
 @pytest.mark.parametrize("vendor", ["intel", "amd"])
 @PROPS
 @given(data=st.data(), n=st.integers(1, 20), branches=st.integers(0, 20))
-def test_counters_and_status_match_the_oracle(
-    vendor: str, data: st.DataObject, n: int, branches: int
-) -> None:
+def test_counters_and_status_match_the_oracle(vendor: str, data: st.DataObject, n: int, branches: int) -> None:
     """Wrap and status consistency: each counter ends at (old + inc) mod 2^W and its
     status bit is set iff it was set or the counter wrapped (F-1.7.3, F-1.8.1, F-3.5.3)."""
     cpu, s, guest, cpl = data.draw(worlds(vendor, cmask=False))
@@ -653,9 +804,7 @@ def test_counters_and_status_match_the_oracle(
     after = list(s)
     cpu.retire(after, guest=guest, cpl=cpl, instructions=n, branches=branches)
     counters = [(cpu.pmc + i, i, cpu.gp_mask) for i in range(cpu.cfg.num_gp)]
-    counters += [
-        (cpu.fixed_ctr + j, M.FIXED_IDX_BASE + j, cpu.fixed_mask) for j in range(cpu.cfg.num_fixed)
-    ]
+    counters += [(cpu.fixed_ctr + j, M.FIXED_IDX_BASE + j, cpu.fixed_mask) for j in range(cpu.cfg.num_fixed)]
     for slot, bit, mask in counters:
         if bit < M.FIXED_IDX_BASE:
             stream = _oracle_counts(cpu, s, bit, guest, cpl)

@@ -75,9 +75,7 @@ def test_vmentry_fails_on_reserved_guest_global_ctrl(value: int) -> None:
     with pytest.raises(Fault) as info:
         cpu.vmx_vmentry(s)
     assert info.value.vector == "VM-entry failure"
-    assert str(info.value) == (
-        f"VM-entry failure: GUEST_PERF_GLOBAL_CTRL {value:#x} has reserved bits"
-    )
+    assert str(info.value) == (f"VM-entry failure: GUEST_PERF_GLOBAL_CTRL {value:#x} has reserved bits")
     assert s == before
     assert not cpu.guest_mode(s)
 
@@ -168,8 +166,9 @@ def test_vmexit_on_v1_touches_no_global_ctrl() -> None:
     ("version", "ctrl", "status"),
     [
         pytest.param(3, 0, 0b01, id="F-4.4.4 legacy freeze clears the live GLOBAL_CTRL"),
-        pytest.param(4, 0b11, 0b01 | M.STATUS_CTR_FRZ | M.STATUS_LBR_FRZ,
-                     id="F-4.4.4 streamlined CTR_Frz persists into the host"),
+        pytest.param(
+            4, 0b11, 0b01 | M.STATUS_CTR_FRZ | M.STATUS_LBR_FRZ, id="F-4.4.4 streamlined CTR_Frz persists into the host"
+        ),
     ],
 )
 def test_guest_freeze_is_visible_after_exit(version: int, ctrl: int, status: int) -> None:

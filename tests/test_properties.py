@@ -55,7 +55,7 @@ def small_world(
     machine = 'vendor = "intel"\nnum_fixed = 0' if vendor == "intel" else 'vendor = "amd"\npmu_version = "perfmonv2"'
     lines = ", ".join(f'"{line}"' for line in (program or PROGRAM))
     text = f"""
-name = "{name or vendor + '-small'}"
+name = "{name or vendor + "-small"}"
 
 [machine]
 {machine}

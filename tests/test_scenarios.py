@@ -255,8 +255,9 @@ def test_S2_amd_hostonly_selector_stuffed_guestonly() -> None:
     assert run.records[put_i].hw == [("wrmsr", gc, 0)]  # put: GlobalCtl := 0 first (B.4.3)
 
 
-@pytest.mark.parametrize(("policy", "flagged"), [("linux", True), ("apm", False)],
-                         ids=["S2-finding-F-3.4-linux", "S2-finding-F-3.4-apm"])
+@pytest.mark.parametrize(
+    ("policy", "flagged"), [("linux", True), ("apm", False)], ids=["S2-finding-F-3.4-linux", "S2-finding-F-3.4-apm"]
+)
 def test_S2_finding_hostonly_guest_counts_unlike_native(policy: str, flagged: bool) -> None:
     """S2 finding (F-3.4, open point 6; §4.2): a guest selector with HostOnly=1 and the guest's
     EFER.SVME=0 counts nothing on a native CPU by the measured behaviour ("linux" policy), but KVM
@@ -507,8 +508,10 @@ def test_S8_unrelated_nmis_leave_guest_state_alone() -> None:
     (nmi_exit,) = [i for i, _, reason, _ in run.hw("vmexit") if reason == V.EXIT_NMI]
     assert first[-1] < nmi_exit < second[0]
     for handler in (first, second):
-        assert [run.records[i].label for i in handler] == ["perf_event_nmi_handler:guest_lvtpc_gate",
-                                                          "perf_event_nmi_handler:iret"]
+        assert [run.records[i].label for i in handler] == [
+            "perf_event_nmi_handler:guest_lvtpc_gate",
+            "perf_event_nmi_handler:iret",
+        ]
         assert [h for i in handler for h in run.records[i].hw] == []  # no RDMSR, WRMSR, LVTPC write
         before, after = run.states[handler[0]], run.states[handler[-1] + 1]
         assert before[cpu.lvtpc] == after[cpu.lvtpc] == F5

@@ -39,8 +39,9 @@ def steps(out: str) -> list[tuple[str, str]]:
     [("intel", "intel_mediated_pmu_load"), ("amd", "amd_mediated_pmu_load")],
     ids=["sec1.2-intel", "sec1.2-amd"],
 )
-def test_show_kvm_mediated_pmu_load_reads_like_the_kernel(capsys: pytest.CaptureFixture[str], vendor: str,
-                                                          hook: str) -> None:
+def test_show_kvm_mediated_pmu_load_reads_like_the_kernel(
+    capsys: pytest.CaptureFixture[str], vendor: str, hook: str
+) -> None:
     """§1.2 steps 2-6 in order: perf_load_guest_context(); wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0);
     perf_load_guest_lvtpc(...); kvm_pmu_load_guest_pmcs(vcpu); kvm_pmu_call(mediated_load)(vcpu)."""
     rc, out, err = show(capsys, "upstream", "kvm_mediated_pmu_load", "--vendor", vendor)
@@ -48,10 +49,19 @@ def test_show_kvm_mediated_pmu_load_reads_like_the_kernel(capsys: pytest.Capture
     assert out.splitlines()[0].startswith(f"kvm_mediated_pmu_load  (upstream, {vendor}-default)")
     rows = steps(out)
     assert [label for label, _ in rows] == [
-        "perf_load_guest_context", "clear_global_ctrl", "load_lvtpc", "load_pmcs", "vendor_load",
+        "perf_load_guest_context",
+        "clear_global_ctrl",
+        "load_lvtpc",
+        "load_pmcs",
+        "vendor_load",
     ]
-    keys = ["perf_load_guest_context", "wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0)", "perf_load_guest_lvtpc",
-            "kvm_pmu_load_guest_pmcs", "mediated_load"]
+    keys = [
+        "perf_load_guest_context",
+        "wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0)",
+        "perf_load_guest_lvtpc",
+        "kvm_pmu_load_guest_pmcs",
+        "mediated_load",
+    ]
     for (_, text), key in zip(rows, keys, strict=True):
         assert key in text
     assert hook in rows[-1][1]
@@ -162,5 +172,8 @@ def test_edit_origin_is_named_and_valid_edits_apply() -> None:
         System(UPSTREAM.derive("typo", "", [bad]), resolve_world("intel-default"))
     fns = System(get_design("no-clear"), resolve_world("intel-default")).functions
     assert fns["kvm_mediated_pmu_load"].labels() == [
-        "perf_load_guest_context", "load_lvtpc", "load_pmcs", "vendor_load",
+        "perf_load_guest_context",
+        "load_lvtpc",
+        "load_pmcs",
+        "vendor_load",
     ]

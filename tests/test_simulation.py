@@ -107,8 +107,11 @@ def loads(system: System, result: SimResult, pred: Callable[[tuple[int, ...]], b
     )
 
 
-@pytest.mark.parametrize(("reason", "full_loads"), [("timer", 2), ("interrupt", 2 + LOOP // EVERY)],
-                         ids=["timer-fastpath-sec1.1", "interrupt-full-exit-put-load"])
+@pytest.mark.parametrize(
+    ("reason", "full_loads"),
+    [("timer", 2), ("interrupt", 2 + LOOP // EVERY)],
+    ids=["timer-fastpath-sec1.1", "interrupt-full-exit-put-load"],
+)
 def test_acceptance_million_instructions_upstream(reason: str, full_loads: int) -> None:
     """Guest transparency + host isolation (PRODUCT.md properties; H7, H16, §1.1): upstream, 1,000,000-
     instruction loop, an exit every 10,000 guest instructions, host exclude_guest cycles event on the
@@ -201,8 +204,11 @@ def test_bulk_advance_equals_single_step(vendor: str, reason: str) -> None:
     with a PMI every 1,000 instructions (the guest handler re-arms -1000) and an exit every 777 guest
     instructions gives the same observations, the same retired count and the same final state whether
     the loop advances in bulk chunks or one instruction per step."""
-    text = SMALL.format(vendor=vendor, version=5 if vendor == "intel" else '"perfmonv2"',
-                        fixed="num_fixed = 0" if vendor == "intel" else "")
+    text = SMALL.format(
+        vendor=vendor,
+        version=5 if vendor == "intel" else '"perfmonv2"',
+        fixed="num_fixed = 0" if vendor == "intel" else "",
+    )
     w = parse_world(tomllib.loads(text), "test_simulation")
     plan = Plan.parse("every:777", "--exits")
     bulk_sys = System(get_design("upstream"), w)

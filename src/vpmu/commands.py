@@ -19,8 +19,7 @@ def _machine(args: argparse.Namespace) -> MachineConfig:
         cfg = MachineConfig.load(args.config)
         if args.vendor and args.vendor != cfg.vendor:
             raise VpmuError(
-                f"--vendor {args.vendor} contradicts vendor = {cfg.vendor!r} in {args.config}; "
-                "drop one of them"
+                f"--vendor {args.vendor} contradicts vendor = {cfg.vendor!r} in {args.config}; drop one of them"
             )
         return cfg
     return MachineConfig(vendor=args.vendor or "intel")
@@ -187,11 +186,17 @@ def cmd_worlds(args: argparse.Namespace) -> int:
     worlds = [resolve_world(args.world)] if args.world else list(builtin_worlds().values())
     for w in worlds:
         m = w.machine
-        print(f"{w.name}  ({m.vendor}, PMU {m.pmu_version}, {m.num_gp} GP x {m.gp_width} bits"
-              + (f", {m.num_fixed} fixed" if m.num_fixed else "") + ")")
+        print(
+            f"{w.name}  ({m.vendor}, PMU {m.pmu_version}, {m.num_gp} GP x {m.gp_width} bits"
+            + (f", {m.num_fixed} fixed" if m.num_fixed else "")
+            + ")"
+        )
         if args.world or args.verbose:
             print(f"  {w.description}")
-            print(f"  host events: {', '.join(f'{e.name} ({e.event}, period {e.period})' for e in w.host_events) or 'none'}")
+            print(
+                "  host events: "
+                + (", ".join(f"{e.name} ({e.event}, period {e.period})" for e in w.host_events) or "none")
+            )
             print("  guest program:")
             for line in w.guest.program:
                 print(f"    {line}")
@@ -232,14 +237,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_steps=args.max_steps,
     )
-    print(f"{design.name} on {world.name}: {len(r.records)} steps, {r.retired} guest instructions, "
-          f"{r.exits} scheduled exits, {r.nmis} NMIs, {'finished' if r.finished else 'stopped (max steps)'}")
+    print(
+        f"{design.name} on {world.name}: {len(r.records)} steps, {r.retired} guest instructions, "
+        f"{r.exits} scheduled exits, {r.nmis} NMIs, {'finished' if r.finished else 'stopped (max steps)'}"
+    )
     print("observations (seen / expected):")
     for kind, what, seen, expect in r.journal:
         if kind == "host count":
             print(f"  host perf read {what}: +{seen} (ghost saw {expect})" + ("" if seen == expect else "  MISMATCH"))
         elif kind == "guest PMI":
-            print(f"  guest PMI delivered" + ("" if expect else "  (none owed: spurious)"))
+            print("  guest PMI delivered" + ("" if expect else "  (none owed: spurious)"))
         else:
             print(f"  guest {what} = {seen:#x} (native {expect:#x})" + ("" if seen == expect else "  MISMATCH"))
     if r.violations:
@@ -248,8 +255,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"  {v}")
     if args.trace:
         rows = trace_rows(system, r.states, r.records)
-        doc = {"schema": TRACE_SCHEMA, "design": design.name, "world": world.name,
-               "contexts": sorted(set(CONTEXT_LABEL.values())), "steps": rows}
+        doc = {
+            "schema": TRACE_SCHEMA,
+            "design": design.name,
+            "world": world.name,
+            "contexts": sorted(set(CONTEXT_LABEL.values())),
+            "steps": rows,
+        }
         Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"trace written to {args.trace}")
     return 1 if r.violations else 0
@@ -258,8 +270,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _common_design_world(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
     p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
     p.add_argument("--design-file", metavar="FILE", help="a design file (.toml edits or .py)")
-    p.add_argument("--world", action="append" if many_worlds else "store", metavar="NAME|FILE",
-                   help="a built-in world (vpmu worlds) or a world TOML file" + ("; repeatable" if many_worlds else ""))
+    p.add_argument(
+        "--world",
+        action="append" if many_worlds else "store",
+        metavar="NAME|FILE",
+        help="a built-in world (vpmu worlds) or a world TOML file" + ("; repeatable" if many_worlds else ""),
+    )
     p.add_argument("--vendor", choices=VENDORS, help="only the default world of this vendor")
 
 
@@ -287,7 +303,8 @@ def register(sub: Any) -> None:
         help="list designs, a design's functions, or a function's steps",
         description="Without arguments: the designs. With a design: its functions (as built for a world). "
         "With a function: its labelled steps, as kernel-like code.",
-        epilog="examples:\n  vpmu show\n  vpmu show upstream kvm_mediated_pmu_load\n  vpmu show v5 perf_load_guest_context --vendor amd",
+        epilog="examples:\n  vpmu show\n  vpmu show upstream kvm_mediated_pmu_load\n"
+        "  vpmu show v5 perf_load_guest_context --vendor amd",
         formatter_class=RAW,
     )
     p.add_argument("design", nargs="?", help="design name")
@@ -297,21 +314,34 @@ def register(sub: Any) -> None:
     p.add_argument("--vendor", choices=VENDORS, help="build for this vendor's default world")
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("designs", help="list the built-in designs", description="List the built-in designs.",
-                       epilog="examples:\n  vpmu designs\n  vpmu designs -v", formatter_class=RAW)
+    p = sub.add_parser(
+        "designs",
+        help="list the built-in designs",
+        description="List the built-in designs.",
+        epilog="examples:\n  vpmu designs\n  vpmu designs -v",
+        formatter_class=RAW,
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="also print sources and edits")
     p.set_defaults(handler=cmd_designs)
 
-    p = sub.add_parser("worlds", help="list the built-in worlds, or describe one",
-                       description="List the built-in worlds, or describe one (built-in name or TOML file).",
-                       epilog="examples:\n  vpmu worlds\n  vpmu worlds intel-default", formatter_class=RAW)
+    p = sub.add_parser(
+        "worlds",
+        help="list the built-in worlds, or describe one",
+        description="List the built-in worlds, or describe one (built-in name or TOML file).",
+        epilog="examples:\n  vpmu worlds\n  vpmu worlds intel-default",
+        formatter_class=RAW,
+    )
     p.add_argument("world", nargs="?", help="a world to describe")
     p.add_argument("-v", "--verbose", action="store_true", help="describe every world")
     p.set_defaults(handler=cmd_worlds)
 
-    p = sub.add_parser("explain", help="describe a property and its source",
-                       description="Describe a property (or all) and cite its source.",
-                       epilog="examples:\n  vpmu explain\n  vpmu explain lvtpc-route-consistent", formatter_class=RAW)
+    p = sub.add_parser(
+        "explain",
+        help="describe a property and its source",
+        description="Describe a property (or all) and cite its source.",
+        epilog="examples:\n  vpmu explain\n  vpmu explain lvtpc-route-consistent",
+        formatter_class=RAW,
+    )
     p.add_argument("property", nargs="?", help="property name")
     p.set_defaults(handler=cmd_explain)
 
@@ -326,8 +356,12 @@ def register(sub: Any) -> None:
     )
     _common_design_world(p)
     p.add_argument("--exits", default="none", metavar="PLAN", help="when asynchronous VM-exits happen")
-    p.add_argument("--exit-reason", default="timer", choices=("timer", "interrupt"),
-                   help="timer: preemption timer (KVM fastpath); interrupt: a host interrupt (full exit)")
+    p.add_argument(
+        "--exit-reason",
+        default="timer",
+        choices=("timer", "interrupt"),
+        help="timer: preemption timer (KVM fastpath); interrupt: a host interrupt (full exit)",
+    )
     p.add_argument("--nmis", default="none", metavar="PLAN", help="when unrelated NMIs arrive")
     p.add_argument("--seed", type=int, default=0, help="seed for random plans")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps")

@@ -127,9 +127,7 @@ class MachineConfig:
         known = {f.name for f in fields(cls)}
         for key in data:
             if key not in known:
-                raise ConfigError(
-                    key, data[key], f"unknown field; known fields: {', '.join(sorted(known))}", where
-                )
+                raise ConfigError(key, data[key], f"unknown field; known fields: {', '.join(sorted(known))}", where)
         try:
             return cls(**dict(data))
         except ConfigError as e:

@@ -10,6 +10,7 @@ result order is fixed, so output is deterministic.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -46,9 +47,7 @@ def mutations(design: Design, function: str, world: WorldSpec) -> list[Mutation]
     labels = fns[function].labels()
     out = [Mutation("(none: baseline)", None)]
     out += [Mutation(f"delete {lb}", Edit("delete", function, lb)) for lb in labels]
-    out += [
-        Mutation(f"swap {a} <-> {b}", Edit("swap", function, a, other=b)) for a, b in zip(labels, labels[1:], strict=False)
-    ]
+    out += [Mutation(f"swap {a} <-> {b}", Edit("swap", function, a, other=b)) for a, b in itertools.pairwise(labels)]
     return out
 
 

@@ -91,8 +91,9 @@ def _load_toml(p: Path) -> Design:
     for n, et in enumerate(edits_t):
         where = f"{p}:{lines[n]} (edit {n + 1})" if n < len(lines) else f"{p} (edit {n + 1})"
         edits.append(_edit(et, base, where))
-    design = base.derive(str(name), str(data.get("summary", f"{base.name} with {len(edits)} edits")), edits,
-                         source=str(p))
+    design = base.derive(
+        str(name), str(data.get("summary", f"{base.name} with {len(edits)} edits")), edits, source=str(p)
+    )
     _validate(design, str(p), lines)
     return design
 

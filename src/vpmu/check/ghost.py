@@ -11,6 +11,7 @@ stops expanding it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 from vpmu.check import properties as P
@@ -40,9 +41,7 @@ class Ghost(Observer):
         self.violation = layout.field("check.violation", "ghost", fmt="int")
         self.owner_gp = layout.array("ghost.owner.PMC", cpu.cfg.num_gp, "ghost", fmt="int")
         self.owner_fixed = layout.array("ghost.owner.FIXED_CTR", cpu.cfg.num_fixed, "ghost", fmt="int")
-        self.uncounted = [
-            layout.field(f"ghost.{e.name}.uncounted", "ghost", fmt="int") for e in env.host_events
-        ]
+        self.uncounted = [layout.field(f"ghost.{e.name}.uncounted", "ghost", fmt="int") for e in env.host_events]
         self.owed = [layout.field(f"ghost.{e.name}.ovf_owed", "ghost", fmt="bool") for e in env.host_events]
         # PERF_GLOBAL_CTRL as the vCPU task's own code (and VM transitions) left it:
         # I1 is an ordering property of that straight-line code; what interrupt
@@ -94,10 +93,9 @@ class Ghost(Observer):
         if msr == M.MSR_X2APIC_LVTPC:
             ref.write_lvtpc(s, value)
         elif ref.has_msr(msr):
-            try:
+            # A write a native CPU refuses: the virtualized CPU decides what the guest sees; a read will tell.
+            with contextlib.suppress(Fault):
                 ref.wrmsr(s, msr, value)
-            except Fault:
-                pass  # the virtualized CPU decides what the guest sees; a read will tell
             ref.log.clear()
 
     def guest_emulated(self, s: list[int], cpl: int) -> None:
@@ -105,7 +103,11 @@ class Ghost(Observer):
         # spent in the host, where the guest's counters are stopped.
         self.ref.retire(s, True, cpl, 1, 0, cycles=0)
         self.ref.log.clear()
-        if self.task_pc >= 0 and s[self.task_pc] in self.loaded_window and kvm.counting_instructions_enabled(self.env, s):
+        if (
+            self.task_pc >= 0
+            and s[self.task_pc] in self.loaded_window
+            and kvm.counting_instructions_enabled(self.env, s)
+        ):
             self.fail(
                 s,
                 "no-emulated-count-while-loaded",
@@ -161,7 +163,7 @@ class Ghost(Observer):
 
     def after_step(self, before: tuple[int, ...], s: list[int], log: list[HwEvent]) -> None:
         """Judge one transition: its hardware events, then the new state."""
-        env, cpu, ins = self.env, self.cpu, self.instr
+        env, ins = self.env, self.instr
         path = (*ins.path, ins.function) if ins else ()
         overflow = 0
         for kind, a, b in log:
@@ -219,11 +221,17 @@ class Ghost(Observer):
             if (overflow >> (M.FIXED_IDX_BASE + j)) & 1 and (s[cpu.fixed_ctr_ctrl] >> (4 * j)) & M.FIXED_PMI:
                 owners.add(s[self.owner_fixed + j])
         if route == M.PERF_GUEST_MEDIATED_PMI_VECTOR and HOST in owners:
-            self.fail(s, "host-pmi-accounting",
-                      f"{self.where()}: a host counter overflowed and its PMI was routed to the guest vector 0xF5")
+            self.fail(
+                s,
+                "host-pmi-accounting",
+                f"{self.where()}: a host counter overflowed and its PMI was routed to the guest vector 0xF5",
+            )
         elif route == 2 and GUEST in owners:
-            self.fail(s, "guest-pmi-accounting",
-                      f"{self.where()}: a guest counter overflowed and its PMI was delivered as a host NMI")
+            self.fail(
+                s,
+                "guest-pmi-accounting",
+                f"{self.where()}: a guest counter overflowed and its PMI was delivered as a host NMI",
+            )
 
     def _state_invariants(self, s: list[int]) -> None:
         env, cpu = self.env, self.cpu
@@ -258,10 +266,16 @@ class Ghost(Observer):
         if cpu.cfg.amd:
             for i in range(cpu.cfg.num_gp):
                 sel = s[cpu.evtsel + i]
-                if s[self.owner_gp + i] == GUEST and sel & M.EVENTSEL_EN and (
-                    not sel & M.AMD64_EVENTSEL_GUESTONLY or sel & M.AMD64_EVENTSEL_HOSTONLY
+                if (
+                    s[self.owner_gp + i] == GUEST
+                    and sel & M.EVENTSEL_EN
+                    and (not sel & M.AMD64_EVENTSEL_GUESTONLY or sel & M.AMD64_EVENTSEL_HOSTONLY)
                 ):
-                    self.fail(s, "amd-guest-only", f"{self.where()}: guest selector {sel:#x} in PerfEvtSel{i} is not GuestOnly")
+                    self.fail(
+                        s,
+                        "amd-guest-only",
+                        f"{self.where()}: guest selector {sel:#x} in PerfEvtSel{i} is not GuestOnly",
+                    )
 
     def _pmi_armed(self, s: list[int]) -> str:
         """A counter that counts in the current mode with its PMI enabled, or ""."""

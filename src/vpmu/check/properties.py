@@ -96,9 +96,7 @@ def get(name: str) -> Property:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise VpmuError(
-            f"unknown property {name!r}; known properties: {', '.join(BY_NAME)}"
-        ) from None
+        raise VpmuError(f"unknown property {name!r}; known properties: {', '.join(BY_NAME)}") from None
 
 
 def by_index(i: int) -> Property:

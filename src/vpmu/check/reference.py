@@ -38,9 +38,7 @@ class RefPmu(Pmu):
         self.lvtpc = layout.field("ref.LVTPC", "ghost", init=vcpu.lvtpc)
         #: A PMI this CPU raised and the guest has not yet taken.
         self.pmi_pending = layout.field("ref.pmi_pending", "ghost", fmt="bool")
-        self.pmi_latched = (
-            layout.field("ref.pmi_latched", "ghost", fmt="bool") if host.masked_pmi == "latch" else -1
-        )
+        self.pmi_latched = layout.field("ref.pmi_latched", "ghost", fmt="bool") if host.masked_pmi == "latch" else -1
 
     def guest_mode(self, s: list[int]) -> bool:
         return True

@@ -166,5 +166,6 @@ def simulate(
         if v and not seen_violation:
             seen_violation = v
     violations = [f"{P.by_index(seen_violation).name}: {ghost.message}"] if seen_violation else []
-    return SimResult(records, states, retired, n_exits, n_nmis, violations, ghost.journal or [],
-                     finished=system.finished(s))
+    return SimResult(
+        records, states, retired, n_exits, n_nmis, violations, ghost.journal or [], finished=system.finished(s)
+    )

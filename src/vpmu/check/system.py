@@ -257,7 +257,9 @@ class System:
         cpu.take_irq(s, vec)
         if vec == M.PERF_GUEST_MEDIATED_PMI_VECTOR:
             s[self.irq_pc] = 0
-            return StepRecord((DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x}: sysvec_perf_guest_mediated_pmi_handler()", [])
+            return StepRecord(
+                (DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x}: sysvec_perf_guest_mediated_pmi_handler()", []
+            )
         return StepRecord((DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x} (no handler in the model)", [])
 
     def _step(self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program) -> StepRecord:

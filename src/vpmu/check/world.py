@@ -169,7 +169,8 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         if not excl:
             # H14: perf refuses include-guest core events while a mediated VM exists (-EOPNOTSUPP).
             raise ConfigError(
-                pre + "exclude_guest", False,
+                pre + "exclude_guest",
+                False,
                 "a mediated vPMU excludes include-guest core events (perf returns -EOPNOTSUPP, H14); allowed: true",
                 where,
             )
@@ -191,9 +192,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         raise ConfigError("guest.ack", ack, "allowed: early, mid, late", where)
     enable = gt.get("enable", "GP0")
     if not isinstance(enable, str):
-        raise ConfigError("guest.enable", enable, "allowed: a value expression such as \"GP0|FIXED0\"", where)
-    guest = GuestSpec(_strs(gt["program"], "guest.program", where), ack, enable,
-                      _strs(gt.get("rearm", []), "guest.rearm", where))
+        raise ConfigError("guest.enable", enable, 'allowed: a value expression such as "GP0|FIXED0"', where)
+    guest = GuestSpec(
+        _strs(gt["program"], "guest.program", where), ack, enable, _strs(gt.get("rearm", []), "guest.rearm", where)
+    )
 
     bt = _table(data, "bounds", where)
     _known(bt, ("exits", "exit_reasons", "nmis", "max_depth"), "bounds.", where)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
+from vpmu.hw.virt import Cpu
 from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
-from vpmu.hw.virt import Cpu
 from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
 #: The program each host context runs.
@@ -41,26 +41,40 @@ def _v5_load_lvtpc(env: KernelEnv) -> Step:
 
 def _v5_load_flag(env: KernelEnv) -> Step:
     flag = env.guest_lvtpc_loaded
+
     def do(s: list[int]) -> None:
         s[flag] = 1
 
-    return Step("arch_set_flag", "__this_cpu_write(x86_guest_ctx_loaded, true)", do,
-                source="B.5; v5 09/44 (order inferred, as in v6)")
+    return Step(
+        "arch_set_flag",
+        "__this_cpu_write(x86_guest_ctx_loaded, true)",
+        do,
+        source="B.5; v5 09/44 (order inferred, as in v6)",
+    )
 
 
 def _v5_put_flag(env: KernelEnv) -> Step:
     flag = env.guest_lvtpc_loaded
+
     def do(s: list[int]) -> None:
         s[flag] = 0
 
-    return Step("arch_clear_flag", "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)", do,
-                source="B.5; v5 09/44 (order inferred, as in v6)")
+    return Step(
+        "arch_clear_flag",
+        "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)",
+        do,
+        source="B.5; v5 09/44 (order inferred, as in v6)",
+    )
 
 
 def _v5_put_lvtpc(env: KernelEnv) -> Step:
     cpu = env.cpu
-    return Step("arch_put_lvtpc", "apic_write(APIC_LVTPC, APIC_DM_NMI)",
-                lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source="B.5; v5 09/44")
+    return Step(
+        "arch_put_lvtpc",
+        "apic_write(APIC_LVTPC, APIC_DM_NMI)",
+        lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI),
+        source="B.5; v5 09/44",
+    )
 
 
 def _write_slot(cpu: Cpu, msr: int, slot: int) -> Action:
@@ -77,15 +91,23 @@ def _v5_load_pmcs(env: KernelEnv) -> Function:
     steps = []
     for st in fn.steps:
         if st.label.startswith("load_pmc"):
-            i = int(st.label[len("load_pmc"):])
+            i = int(st.label[len("load_pmc") :])
             ctr = env.pmc_counter + i
-            st = Step(st.label, f"wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
-                      _write_slot(cpu, env.GP_COUNTER(i), ctr), source="B.5 (v5 37/44)")
+            st = Step(
+                st.label,
+                f"wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
+                _write_slot(cpu, env.GP_COUNTER(i), ctr),
+                source="B.5 (v5 37/44)",
+            )
         elif st.label.startswith("load_fixed"):
-            j = int(st.label[len("load_fixed"):])
+            j = int(st.label[len("load_fixed") :])
             ctr = env.fixed_counter + j
-            st = Step(st.label, f"wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
-                      _write_slot(cpu, env.FIXED_COUNTER(j), ctr), source="B.5 (v5 37/44)")
+            st = Step(
+                st.label,
+                f"wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
+                _write_slot(cpu, env.FIXED_COUNTER(j), ctr),
+                source="B.5 (v5 37/44)",
+            )
         steps.append(st)
     return Function(fn.name, tuple(steps), fn.doc, "B.5 (v5 37/44)")
 
@@ -100,12 +122,22 @@ V5 = V5.derive(
     "v5",
     V5.summary,
     [
-        Edit("insert_after", "perf_load_guest_context", "ctx_sched_out", step=_v5_load_lvtpc,
-             note="LVTPC switch inside perf's ctx-disabled window"),
+        Edit(
+            "insert_after",
+            "perf_load_guest_context",
+            "ctx_sched_out",
+            step=_v5_load_lvtpc,
+            note="LVTPC switch inside perf's ctx-disabled window",
+        ),
         Edit("insert_after", "perf_load_guest_context", "arch_load_lvtpc", step=_v5_load_flag),
         Edit("delete", "kvm_mediated_pmu_load", "load_lvtpc"),
-        Edit("insert_after", "perf_put_guest_context", "ctx_sched_in", step=_v5_put_flag,
-             note="LVTPC restore inside perf's ctx-disabled window"),
+        Edit(
+            "insert_after",
+            "perf_put_guest_context",
+            "ctx_sched_in",
+            step=_v5_put_flag,
+            note="LVTPC restore inside perf's ctx-disabled window",
+        ),
         Edit("insert_after", "perf_put_guest_context", "arch_clear_flag", step=_v5_put_lvtpc),
         Edit("delete", "kvm_mediated_pmu_put", "put_lvtpc"),
     ],

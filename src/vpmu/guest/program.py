@@ -31,7 +31,7 @@ from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.kernel import kvm
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import IRET, LOOP, Function, Step
+from vpmu.kernel.lang import IRET, LOOP, Action, Function, Step
 
 VALUE_NAMES: dict[str, int] = {
     "EN": M.EVENTSEL_EN,
@@ -108,9 +108,7 @@ def parse_value(env: KernelEnv, text: str) -> int:
         try:
             n = int(tok, 0)
         except ValueError:
-            raise VpmuError(
-                f"unknown value {tok!r}; use numbers or: {', '.join(sorted(names))}"
-            ) from None
+            raise VpmuError(f"unknown value {tok!r}; use numbers or: {', '.join(sorted(names))}") from None
         total |= n & env.cpu.gp_mask if n < 0 else n
     return total
 
@@ -151,12 +149,20 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
     if op == "rdmsr":
         need(1)
         msr = msr_index(env, args[0])
-        return Step(label, f"rdmsr({args[0]})", lambda s: isa.rdmsr(s, msr) and None)
+
+        def read(s: list[int]) -> None:
+            isa.rdmsr(s, msr)
+
+        return Step(label, f"rdmsr({args[0]})", read)
     if op == "rdpmc":
         need(1)
         a = args[0].lower()
         ecx = M.RDPMC_FIXED | int(a[5:]) if a.startswith("fixed") else int(a, 0)
-        return Step(label, f"rdpmc({args[0]})", lambda s: isa.rdpmc(s, ecx, 3) and None, ring=3)
+
+        def rdpmc(s: list[int]) -> None:
+            isa.rdpmc(s, ecx, 3)
+
+        return Step(label, f"rdpmc({args[0]})", rdpmc, ring=3)
     if op == "loop":
         if not args:
             raise VpmuError("loop takes a count: loop N [ring=0|3] [branches]")
@@ -175,8 +181,14 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             else:
                 raise VpmuError(f"unknown loop option {a!r}; allowed: ring=0, ring=3, branches")
         slot = env.layout.field(f"guest.{fn}.{label}.left", "guest", init=n, fmt="int")
-        return Step(label, f"{n} instructions at CPL{ring}" + (" (each a branch)" if branches else ""),
-                    kind=LOOP, ring=ring, branch=branches, arg=slot)
+        return Step(
+            label,
+            f"{n} instructions at CPL{ring}" + (" (each a branch)" if branches else ""),
+            kind=LOOP,
+            ring=ring,
+            branch=branches,
+            arg=slot,
+        )
     if op == "cpuid":
         need(0)
         return Step(label, "cpuid", lambda s: isa.exit(s, V.EXIT_CPUID))
@@ -186,15 +198,16 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
         return Step(label, f"apic_write(APIC_LVTPC, {M.lvtpc_str(value)})", lambda s: isa.lvtpc_write(s, value))
     if op == "tsc_deadline":
         need(0)
-        return Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)",
-                    lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))
+        return Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)", lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))
     if op == "hlt":
         need(0)
         return Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))
     raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
 
 
-def pmi_handler(env: KernelEnv, isa: GuestIsa, ack: str, enable: int, rearm: Sequence[tuple[int, int]] = ()) -> Function:
+def pmi_handler(
+    env: KernelEnv, isa: GuestIsa, ack: str, enable: int, rearm: Sequence[tuple[int, int]] = ()
+) -> Function:
     """The guest's PMI handler, shaped like Linux's (§3.1): Intel-compatible guests
     unmask LVTPC at the chosen ack point; AMD guests never write LVTPC (F-2.6).
 
@@ -215,6 +228,9 @@ def pmi_handler(env: KernelEnv, isa: GuestIsa, ack: str, enable: int, rearm: Seq
         if value:
             isa.wrmsr(s, clr, value)
 
+    def read_status(s: list[int]) -> None:
+        isa.rdmsr(s, gs)
+
     def iret(s: list[int]) -> None:
         s[env.guest_irq_rip] = -1
         if s[env.virr]:  # another PMI is pending: KVM asked for an interrupt window
@@ -228,17 +244,33 @@ def pmi_handler(env: KernelEnv, isa: GuestIsa, ack: str, enable: int, rearm: Seq
         steps.append(unmask_step("early_ack"))
     steps += [
         Step("disable_all", "wrmsr(GLOBAL_CTRL, 0)", lambda s: isa.wrmsr(s, gc, 0)),
-        Step("read_status", "status = rdmsr(GLOBAL_STATUS)", lambda s: isa.rdmsr(s, gs) and None),
+        Step("read_status", "status = rdmsr(GLOBAL_STATUS)", read_status),
         Step("ack_status", "if (status) wrmsr(GLOBAL_OVF_CTRL, status)", ack_status),
     ]
     for k, (msr, value) in enumerate(rearm):
-        steps.append(Step(f"rearm{k}", f"wrmsr({M.msr_name(env.cpu.cfg.vendor, msr)}, {value:#x})",
-                          lambda s, msr=msr, value=value: isa.wrmsr(s, msr, value)))
+        steps.append(
+            Step(
+                f"rearm{k}",
+                f"wrmsr({M.msr_name(env.cpu.cfg.vendor, msr)}, {value:#x})",
+                _guest_wrmsr(isa, msr, value),
+            )
+        )
     if unmask and ack == "mid":
         steps.append(unmask_step("mid_ack"))
     steps.append(Step("enable_all", f"wrmsr(GLOBAL_CTRL, {enable:#x})", lambda s: isa.wrmsr(s, gc, enable)))
     if unmask and ack == "late":
         steps.append(unmask_step("late_ack"))
     steps.append(Step("iret", "iret", iret, kind=IRET))
-    return Function("guest_pmi_handler", tuple(steps), doc=f"Linux-like guest PMI handler, {ack} ack.",
-                    source="§3.1 (as a guest runs it)")
+    return Function(
+        "guest_pmi_handler",
+        tuple(steps),
+        doc=f"Linux-like guest PMI handler, {ack} ack.",
+        source="§3.1 (as a guest runs it)",
+    )
+
+
+def _guest_wrmsr(isa: GuestIsa, msr: int, value: int) -> Action:
+    def do(s: list[int]) -> None:
+        isa.wrmsr(s, msr, value)
+
+    return do

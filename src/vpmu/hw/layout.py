@@ -62,11 +62,7 @@ class Layout:
 
     def diff(self, before: Sequence[int], after: Sequence[int]) -> list[tuple[str, int, int]]:
         """Slots whose value changed, as (name, old, new), in layout order."""
-        return [
-            (self.slots[i].name, before[i], after[i])
-            for i in range(len(self.slots))
-            if before[i] != after[i]
-        ]
+        return [(self.slots[i].name, before[i], after[i]) for i in range(len(self.slots)) if before[i] != after[i]]
 
     def fmt(self, i: int, value: int) -> str:
         kind = self.slots[i].fmt

@@ -46,9 +46,7 @@ class Pmu:
         self.fixed_ctr = L.array(f"{p}FIXED_CTR", m, o)
         self.fixed_ctr_ctrl = L.field(f"{p}FIXED_CTR_CTRL", o) if m else -1
         # Power-up value: GP enable bits set (F-1.5.7, F-3.6.1).
-        self.global_ctrl = (
-            L.field(f"{p}GLOBAL_CTRL", o, init=self.gp_bits) if cfg.has_global_regs else -1
-        )
+        self.global_ctrl = L.field(f"{p}GLOBAL_CTRL", o, init=self.gp_bits) if cfg.has_global_regs else -1
         self.global_status = L.field(f"{p}GLOBAL_STATUS", o) if cfg.has_global_regs else -1
         self.debugctl = L.field(f"{p}DEBUGCTL", o)
         self.events = M.INTEL_EVENTS if cfg.intel else M.AMD_EVENTS
@@ -140,18 +138,14 @@ class Pmu:
             ctr = self.fixed_ctr + j
             R[M.MSR_CORE_PERF_FIXED_CTR0 + j] = self._get(ctr)
             if cfg.fixed_high_bits == "gp":
-                W[M.MSR_CORE_PERF_FIXED_CTR0 + j] = self._full_width_write(
-                    ctr, self.fixed_mask, "IA32_FIXED_CTR"
-                )
+                W[M.MSR_CORE_PERF_FIXED_CTR0 + j] = self._full_width_write(ctr, self.fixed_mask, "IA32_FIXED_CTR")
             else:
                 W[M.MSR_CORE_PERF_FIXED_CTR0 + j] = self._truncating_write(ctr, self.fixed_mask)
         if cfg.num_fixed:
             nib = M.FIXED_OS | M.FIXED_USR | M.FIXED_PMI | (M.FIXED_ANY if ver >= 3 else 0)
             allowed = sum(nib << (4 * j) for j in range(cfg.num_fixed))
             R[M.MSR_CORE_PERF_FIXED_CTR_CTRL] = self._get(self.fixed_ctr_ctrl)
-            W[M.MSR_CORE_PERF_FIXED_CTR_CTRL] = self._checked_write(
-                self.fixed_ctr_ctrl, allowed, "IA32_FIXED_CTR_CTRL"
-            )
+            W[M.MSR_CORE_PERF_FIXED_CTR_CTRL] = self._checked_write(self.fixed_ctr_ctrl, allowed, "IA32_FIXED_CTR_CTRL")
         if ver >= 2:
             R[M.MSR_CORE_PERF_GLOBAL_STATUS] = self._get(self.global_status)
             R[M.MSR_CORE_PERF_GLOBAL_CTRL] = self._get(self.global_ctrl)
@@ -414,9 +408,7 @@ class Pmu:
             return cycles - occurrences if cmask <= 1 else cycles
         return occurrences if cmask <= 1 else 0
 
-    def units_until_pmi(
-        self, s: list[int], guest: bool, cpl: int, instructions: int, branches: int
-    ) -> int | None:
+    def units_until_pmi(self, s: list[int], guest: bool, cpl: int, instructions: int, branches: int) -> int | None:
         """How many units of (instructions, branches) retire up to and including
         the first one that wraps a counter with PMI enabled; None if none will."""
         amount = {M.INSTRUCTIONS: instructions, M.CYCLES: instructions, M.BRANCHES: branches}

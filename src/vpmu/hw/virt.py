@@ -60,9 +60,7 @@ class Cpu(Apic):
         if cfg.intel:
             self.vmcs_guest_pgc = L.field("VMCS.GUEST_PERF_GLOBAL_CTRL", "hw")
             # Pre-SPR: the guest value is captured by the VM-exit MSR-store list (H13).
-            self.msr_store_pgc = (
-                -1 if cfg.vmx_save_global_ctrl else L.field("MSR_STORE[PERF_GLOBAL_CTRL]", "hw")
-            )
+            self.msr_store_pgc = -1 if cfg.vmx_save_global_ctrl else L.field("MSR_STORE[PERF_GLOBAL_CTRL]", "hw")
             self.exit_vector = L.field("EXIT_INTR_VECTOR", "hw")
             self.gif = -1
             self.svme_idx = -1

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
+from vpmu.hw.virt import Cpu
 from vpmu.kernel import perf
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Function, Step
+from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Action, Cond, Function, Step
 
 #: An MSR whose guest writes KVM handles in the VM-exit fastpath (x2APIC
 #: TSC_DEADLINE, §1.1); the guest uses it to exercise H11.
@@ -151,9 +152,7 @@ def counting_instructions_enabled(env: KernelEnv, s: list[int]) -> bool:
         sel = s[env.pmc_eventsel + i]
         if sel & M.EVENTSEL_EN and (sel & 0xFF) == code and (gctrl >> i) & 1:
             return True
-    return bool(
-        env.vcpu.num_fixed and s[env.fixed_ctr_ctrl] & 0x3 and (gctrl >> M.FIXED_IDX_BASE) & 1
-    )
+    return bool(env.vcpu.num_fixed and s[env.fixed_ctr_ctrl] & 0x3 and (gctrl >> M.FIXED_IDX_BASE) & 1)
 
 
 def skip_emulated_instruction(env: KernelEnv, s: list[int]) -> None:
@@ -219,22 +218,66 @@ def emulated_wrmsr(env: KernelEnv, s: list[int], msr: int, value: int) -> None:
 # --- load / put (§1.2, §1.3) -----------------------------------------------------------
 
 
+def _wrmsr_slot(cpu: Cpu, msr: int, slot: int) -> Action:
+    """An action writing the value of a state slot (a kernel variable) to an MSR."""
+
+    def do(s: list[int]) -> None:
+        cpu.wrmsr(s, msr, s[slot])
+
+    return do
+
+
+def _wrmsr_const(cpu: Cpu, msr: int, value: int) -> Action:
+    def do(s: list[int]) -> None:
+        cpu.wrmsr(s, msr, value)
+
+    return do
+
+
+def _slot_set(slot: int) -> Cond:
+    return lambda s: bool(s[slot])
+
+
 def kvm_mediated_pmu_load(env: KernelEnv) -> Function:
     cpu, gc = env.cpu, env.PERF_GLOBAL_CTRL
     vendor_load = "intel_mediated_pmu_load" if env.cpu.cfg.intel else "amd_mediated_pmu_load"
     return Function(
         "kvm_mediated_pmu_load",
         (
-            Step("perf_load_guest_context", "perf_load_guest_context()", kind=CALL,
-                 call="perf_load_guest_context", source="§1.2 step 2"),
-            Step("clear_global_ctrl", "wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0)",
-                 lambda s: cpu.wrmsr(s, gc, 0), source="§1.2 step 3, H2 (seed thread)"),
-            Step("load_lvtpc", "perf_load_guest_lvtpc(kvm_lapic_get_reg(apic, APIC_LVTPC))", kind=CALL,
-                 call="perf_load_guest_lvtpc", source="§1.2 step 4, H1"),
-            Step("load_pmcs", "kvm_pmu_load_guest_pmcs(vcpu)", kind=CALL, call="kvm_pmu_load_guest_pmcs",
-                 source="§1.2 step 5"),
-            Step("vendor_load", f"kvm_pmu_call(mediated_load)(vcpu) = {vendor_load}", kind=CALL,
-                 call=vendor_load, source="§1.2 step 6"),
+            Step(
+                "perf_load_guest_context",
+                "perf_load_guest_context()",
+                kind=CALL,
+                call="perf_load_guest_context",
+                source="§1.2 step 2",
+            ),
+            Step(
+                "clear_global_ctrl",
+                "wrmsrq(kvm_pmu_ops.PERF_GLOBAL_CTRL, 0)",
+                lambda s: cpu.wrmsr(s, gc, 0),
+                source="§1.2 step 3, H2 (seed thread)",
+            ),
+            Step(
+                "load_lvtpc",
+                "perf_load_guest_lvtpc(kvm_lapic_get_reg(apic, APIC_LVTPC))",
+                kind=CALL,
+                call="perf_load_guest_lvtpc",
+                source="§1.2 step 4, H1",
+            ),
+            Step(
+                "load_pmcs",
+                "kvm_pmu_load_guest_pmcs(vcpu)",
+                kind=CALL,
+                call="kvm_pmu_load_guest_pmcs",
+                source="§1.2 step 5",
+            ),
+            Step(
+                "vendor_load",
+                f"kvm_pmu_call(mediated_load)(vcpu) = {vendor_load}",
+                kind=CALL,
+                call=vendor_load,
+                source="§1.2 step 6",
+            ),
         ),
         doc="Load the guest's PMU context into hardware (IRQs disabled).",
         source="§1.2; v6 27/44 (final 56bb27369750)",
@@ -251,11 +294,22 @@ def kvm_pmu_load_guest_pmcs(env: KernelEnv) -> Function:
             if cpu.rdpmc(s, i) != s[ctr]:  # elided when equal (v6 34/44, H23)
                 cpu.wrmsr(s, env.GP_COUNTER(i), s[ctr])
 
-        steps.append(Step(f"load_pmc{i}", f"if (rdpmc({i}) != pmc->counter) wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
-                          load_ctr, source="§1.2 step 5, B.1.4"))
-        steps.append(Step(f"load_eventsel{i}", f"wrmsrq(GP_EVENTSEL_BASE + {i}, pmc->eventsel_hw)",
-                          lambda s, i=i, sel=sel: cpu.wrmsr(s, env.GP_EVENTSEL(i), s[sel]),
-                          source="§1.2 step 5, B.1.4"))
+        steps.append(
+            Step(
+                f"load_pmc{i}",
+                f"if (rdpmc({i}) != pmc->counter) wrmsrq(GP_COUNTER_BASE + {i}, pmc->counter)",
+                load_ctr,
+                source="§1.2 step 5, B.1.4",
+            )
+        )
+        steps.append(
+            Step(
+                f"load_eventsel{i}",
+                f"wrmsrq(GP_EVENTSEL_BASE + {i}, pmc->eventsel_hw)",
+                _wrmsr_slot(cpu, env.GP_EVENTSEL(i), sel),
+                source="§1.2 step 5, B.1.4",
+            )
+        )
     for j in range(env.vcpu.num_fixed):
         ctr = env.fixed_counter + j
 
@@ -263,10 +317,21 @@ def kvm_pmu_load_guest_pmcs(env: KernelEnv) -> Function:
             if cpu.rdpmc(s, M.RDPMC_FIXED | j) != s[ctr]:
                 cpu.wrmsr(s, env.FIXED_COUNTER(j), s[ctr])
 
-        steps.append(Step(f"load_fixed{j}", f"if (rdpmc(INTEL_PMC_FIXED_RDPMC_BASE | {j}) != pmc->counter) wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
-                          load_fixed, source="§1.2 step 5, B.1.5"))
-    return Function("kvm_pmu_load_guest_pmcs", tuple(steps), doc="Counters (if changed) and hardware selectors.",
-                    source="§1.2 step 5")
+        steps.append(
+            Step(
+                f"load_fixed{j}",
+                f"if (rdpmc(INTEL_PMC_FIXED_RDPMC_BASE | {j}) != pmc->counter) "
+                f"wrmsrq(FIXED_COUNTER_BASE + {j}, pmc->counter)",
+                load_fixed,
+                source="§1.2 step 5, B.1.5",
+            )
+        )
+    return Function(
+        "kvm_pmu_load_guest_pmcs",
+        tuple(steps),
+        doc="Counters (if changed) and hardware selectors.",
+        source="§1.2 step 5",
+    )
 
 
 def intel_mediated_pmu_load(env: KernelEnv) -> Function:
@@ -286,20 +351,42 @@ def intel_mediated_pmu_load(env: KernelEnv) -> Function:
             cpu.wrmsr(s, M.MSR_CORE_PERF_GLOBAL_STATUS_SET, s[gs] & toggle)
 
     steps = [
-        Step("read_status", "hw = rdmsrq(MSR_CORE_PERF_GLOBAL_STATUS); toggle = pmu->global_status ^ hw",
-             read, source="§1.2 step 6, B.1.6"),
-        Step("clear_stale_status", "if (hw & toggle) wrmsrq(MSR_CORE_PERF_GLOBAL_OVF_CTRL, hw & toggle)",
-             clear_stale, source="§1.2 step 6, H10"),
-        Step("set_guest_status", "if (pmu->global_status & toggle) wrmsrq(MSR_CORE_PERF_GLOBAL_STATUS_SET, pmu->global_status & toggle)",
-             set_guest, source="§1.2 step 6, H10"),
+        Step(
+            "read_status",
+            "hw = rdmsrq(MSR_CORE_PERF_GLOBAL_STATUS); toggle = pmu->global_status ^ hw",
+            read,
+            source="§1.2 step 6, B.1.6",
+        ),
+        Step(
+            "clear_stale_status",
+            "if (hw & toggle) wrmsrq(MSR_CORE_PERF_GLOBAL_OVF_CTRL, hw & toggle)",
+            clear_stale,
+            source="§1.2 step 6, H10",
+        ),
+        Step(
+            "set_guest_status",
+            "if (pmu->global_status & toggle) wrmsrq(MSR_CORE_PERF_GLOBAL_STATUS_SET, pmu->global_status & toggle)",
+            set_guest,
+            source="§1.2 step 6, H10",
+        ),
     ]
     if env.vcpu.num_fixed:
         fcc = env.fixed_ctr_ctrl_hw
-        steps.append(Step("load_fixed_ctrl", "wrmsrq(MSR_CORE_PERF_FIXED_CTR_CTRL, pmu->fixed_ctr_ctrl_hw)",
-                          lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_FIXED_CTR_CTRL, s[fcc]), source="§1.2 step 6, B.1.7"))
-    return Function("intel_mediated_pmu_load", tuple(steps),
-                    doc="Status toggle via OVF_CTRL/STATUS_SET; GLOBAL_CTRL is loaded by VM-entry.",
-                    source="§1.2 step 6, §4.1", locals=(hw,))
+        steps.append(
+            Step(
+                "load_fixed_ctrl",
+                "wrmsrq(MSR_CORE_PERF_FIXED_CTR_CTRL, pmu->fixed_ctr_ctrl_hw)",
+                lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_FIXED_CTR_CTRL, s[fcc]),
+                source="§1.2 step 6, B.1.7",
+            )
+        )
+    return Function(
+        "intel_mediated_pmu_load",
+        tuple(steps),
+        doc="Status toggle via OVF_CTRL/STATUS_SET; GLOBAL_CTRL is loaded by VM-entry.",
+        source="§1.2 step 6, §4.1",
+        locals=(hw,),
+    )
 
 
 def amd_mediated_pmu_load(env: KernelEnv) -> Function:
@@ -317,10 +404,18 @@ def amd_mediated_pmu_load(env: KernelEnv) -> Function:
         (
             Step("read_status", "hw = rdmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS)", read, source="B.3.5"),
             Step("clear_status", "if (hw) wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, hw)", clear, source="B.3.5"),
-            Step("set_guest_status", "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, pmu->global_status)",
-                 lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, s[gs]), source="B.3.6, H10"),
-            Step("load_global_ctrl", "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL, pmu->global_ctrl)",
-                 lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, s[gctl]), source="B.3.7, §4.2"),
+            Step(
+                "set_guest_status",
+                "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, pmu->global_status)",
+                lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET, s[gs]),
+                source="B.3.6, H10",
+            ),
+            Step(
+                "load_global_ctrl",
+                "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL, pmu->global_ctrl)",
+                lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, s[gctl]),
+                source="B.3.7, §4.2",
+            ),
         ),
         doc="Clear host status, set guest status, load guest GlobalCtl (selectors are GuestOnly).",
         source="§1.2 step 6, §4.2",
@@ -333,14 +428,30 @@ def kvm_mediated_pmu_put(env: KernelEnv) -> Function:
     return Function(
         "kvm_mediated_pmu_put",
         (
-            Step("vendor_put", f"kvm_pmu_call(mediated_put)(vcpu) = {vendor_put}", kind=CALL, call=vendor_put,
-                 source="§1.3 step 2"),
-            Step("put_pmcs", "kvm_pmu_put_guest_pmcs(vcpu)", kind=CALL, call="kvm_pmu_put_guest_pmcs",
-                 source="§1.3 step 3, H9"),
-            Step("put_lvtpc", "perf_put_guest_lvtpc()", kind=CALL, call="perf_put_guest_lvtpc",
-                 source="§1.3 step 4, H1"),
-            Step("perf_put_guest_context", "perf_put_guest_context()", kind=CALL, call="perf_put_guest_context",
-                 source="§1.3 step 5"),
+            Step(
+                "vendor_put",
+                f"kvm_pmu_call(mediated_put)(vcpu) = {vendor_put}",
+                kind=CALL,
+                call=vendor_put,
+                source="§1.3 step 2",
+            ),
+            Step(
+                "put_pmcs",
+                "kvm_pmu_put_guest_pmcs(vcpu)",
+                kind=CALL,
+                call="kvm_pmu_put_guest_pmcs",
+                source="§1.3 step 3, H9",
+            ),
+            Step(
+                "put_lvtpc", "perf_put_guest_lvtpc()", kind=CALL, call="perf_put_guest_lvtpc", source="§1.3 step 4, H1"
+            ),
+            Step(
+                "perf_put_guest_context",
+                "perf_put_guest_context()",
+                kind=CALL,
+                call="perf_put_guest_context",
+                source="§1.3 step 5",
+            ),
         ),
         doc="Save the guest's PMU context and give the PMU back to host perf (IRQs disabled).",
         source="§1.3; v6 27/44 (final 56bb27369750)",
@@ -359,17 +470,31 @@ def intel_mediated_pmu_put(env: KernelEnv) -> Function:
 
     steps = [
         Step("save_status", "pmu->global_status = rdmsrq(MSR_CORE_PERF_GLOBAL_STATUS)", save, source="B.2.4"),
-        Step("clear_status", "if (pmu->global_status) wrmsrq(MSR_CORE_PERF_GLOBAL_OVF_CTRL, pmu->global_status)",
-             clear, source="B.2.4, H10"),
+        Step(
+            "clear_status",
+            "if (pmu->global_status) wrmsrq(MSR_CORE_PERF_GLOBAL_OVF_CTRL, pmu->global_status)",
+            clear,
+            source="B.2.4, H10",
+        ),
     ]
     if env.vcpu.num_fixed:
         fcc = env.fixed_ctr_ctrl_hw
-        steps.append(Step("clear_fixed_ctrl", "wrmsrq(MSR_CORE_PERF_FIXED_CTR_CTRL, 0)",
-                          lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0), when=lambda s: bool(s[fcc]),
-                          when_text="pmu->fixed_ctr_ctrl_hw", source="B.2.5, H9"))
-    return Function("intel_mediated_pmu_put", tuple(steps),
-                    doc="GLOBAL_CTRL was saved and zeroed by VM-exit; save and clear status, stop fixed counters.",
-                    source="§1.3 step 2, §4.1")
+        steps.append(
+            Step(
+                "clear_fixed_ctrl",
+                "wrmsrq(MSR_CORE_PERF_FIXED_CTR_CTRL, 0)",
+                lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_FIXED_CTR_CTRL, 0),
+                when=lambda s: bool(s[fcc]),
+                when_text="pmu->fixed_ctr_ctrl_hw",
+                source="B.2.5, H9",
+            )
+        )
+    return Function(
+        "intel_mediated_pmu_put",
+        tuple(steps),
+        doc="GLOBAL_CTRL was saved and zeroed by VM-exit; save and clear status, stop fixed counters.",
+        source="§1.3 step 2, §4.1",
+    )
 
 
 def amd_mediated_pmu_put(env: KernelEnv) -> Function:
@@ -385,11 +510,19 @@ def amd_mediated_pmu_put(env: KernelEnv) -> Function:
     return Function(
         "amd_mediated_pmu_put",
         (
-            Step("clear_global_ctrl", "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0)",
-                 lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0), source="B.4.3, H8"),
+            Step(
+                "clear_global_ctrl",
+                "wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0)",
+                lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL, 0),
+                source="B.4.3, H8",
+            ),
             Step("save_status", "pmu->global_status = rdmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS)", save, source="B.4.3"),
-            Step("clear_status", "if (pmu->global_status) wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, pmu->global_status)",
-                 clear, source="B.4.3, H10"),
+            Step(
+                "clear_status",
+                "if (pmu->global_status) wrmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, pmu->global_status)",
+                clear,
+                source="B.4.3, H10",
+            ),
         ),
         doc="Clear GlobalCtl first (no hardware switch on SVM), then save and clear status.",
         source="§1.3 step 2, §4.2",
@@ -407,11 +540,24 @@ def kvm_pmu_put_guest_pmcs(env: KernelEnv) -> Function:
             if s[ctr]:
                 cpu.wrmsr(s, env.GP_COUNTER(i), 0)
 
-        steps.append(Step(f"save_pmc{i}", f"pmc->counter = rdpmc({i}); if (pmc->counter) wrmsrq(GP_COUNTER_BASE + {i}, 0)",
-                          save_ctr, source="§1.3 step 3, B.2.6"))
-        steps.append(Step(f"clear_eventsel{i}", f"wrmsrq(GP_EVENTSEL_BASE + {i}, 0)",
-                          lambda s, i=i: cpu.wrmsr(s, env.GP_EVENTSEL(i), 0), when=lambda s, sel=sel: bool(s[sel]),
-                          when_text="pmc->eventsel_hw", source="§1.3 step 3, B.2.6, H9"))
+        steps.append(
+            Step(
+                f"save_pmc{i}",
+                f"pmc->counter = rdpmc({i}); if (pmc->counter) wrmsrq(GP_COUNTER_BASE + {i}, 0)",
+                save_ctr,
+                source="§1.3 step 3, B.2.6",
+            )
+        )
+        steps.append(
+            Step(
+                f"clear_eventsel{i}",
+                f"wrmsrq(GP_EVENTSEL_BASE + {i}, 0)",
+                _wrmsr_const(cpu, env.GP_EVENTSEL(i), 0),
+                when=_slot_set(sel),
+                when_text="pmc->eventsel_hw",
+                source="§1.3 step 3, B.2.6, H9",
+            )
+        )
     for j in range(env.vcpu.num_fixed):
         ctr = env.fixed_counter + j
 
@@ -420,11 +566,21 @@ def kvm_pmu_put_guest_pmcs(env: KernelEnv) -> Function:
             if s[ctr]:
                 cpu.wrmsr(s, env.FIXED_COUNTER(j), 0)
 
-        steps.append(Step(f"save_fixed{j}", f"pmc->counter = rdpmc(INTEL_PMC_FIXED_RDPMC_BASE | {j}); if (pmc->counter) wrmsrq(FIXED_COUNTER_BASE + {j}, 0)",
-                          save_fixed, source="§1.3 step 3, B.2.7"))
-    return Function("kvm_pmu_put_guest_pmcs", tuple(steps),
-                    doc="Save counters and zero counters and selectors so host perf never counts with guest controls.",
-                    source="§1.3 step 3")
+        steps.append(
+            Step(
+                f"save_fixed{j}",
+                f"pmc->counter = rdpmc(INTEL_PMC_FIXED_RDPMC_BASE | {j}); "
+                f"if (pmc->counter) wrmsrq(FIXED_COUNTER_BASE + {j}, 0)",
+                save_fixed,
+                source="§1.3 step 3, B.2.7",
+            )
+        )
+    return Function(
+        "kvm_pmu_put_guest_pmcs",
+        tuple(steps),
+        doc="Save counters and zero counters and selectors so host perf never counts with guest controls.",
+        source="§1.3 step 3",
+    )
 
 
 # --- the run loop (§1.1) -------------------------------------------------------------------
@@ -457,9 +613,15 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
     cond = "fastpath exit && !kvm_vcpu_exit_request()"
     if guard:
         cond += " && kvm_pmu_is_fastpath_emulation_allowed()"
-    return Step("fastpath", "handle the exit in the fastpath, EXIT_FASTPATH_REENTER_GUEST", handle, when=fastpath,
-                when_text=cond, goto="vmenter", source="§1.1, §5.6, H11")
-
+    return Step(
+        "fastpath",
+        "handle the exit in the fastpath, EXIT_FASTPATH_REENTER_GUEST",
+        handle,
+        when=fastpath,
+        when_text=cond,
+        goto="vmenter",
+        source="§1.1, §5.6, H11",
+    )
 
 
 def vcpu_enter_guest(env: KernelEnv) -> Function:
@@ -527,35 +689,77 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
             s[env.guest_done] = 1
 
     steps = [
-        Step("kvm_pmu_handle_event", "kvm_pmu_handle_event(vcpu)", handle_event,
-             when=lambda s: bool(s[env.req_pmu]), when_text="kvm_check_request(KVM_REQ_PMU)", source="§1.1, §5.5"),
-        Step("kvm_pmu_deliver_pmi", "kvm_pmu_deliver_pmi(vcpu)", deliver_pmi,
-             when=lambda s: bool(s[env.req_pmi]), when_text="kvm_check_request(KVM_REQ_PMI)", source="§3.2 step 5"),
-        Step("inject_pending_event", "kvm_check_and_inject_events(): inject the vLAPIC's PMI", inject,
-             when=lambda s: bool(s[env.virr]), when_text="PMI pending in the vLAPIC", source="§3.2 steps 5, 7"),
+        Step(
+            "kvm_pmu_handle_event",
+            "kvm_pmu_handle_event(vcpu)",
+            handle_event,
+            when=lambda s: bool(s[env.req_pmu]),
+            when_text="kvm_check_request(KVM_REQ_PMU)",
+            source="§1.1, §5.5",
+        ),
+        Step(
+            "kvm_pmu_deliver_pmi",
+            "kvm_pmu_deliver_pmi(vcpu)",
+            deliver_pmi,
+            when=lambda s: bool(s[env.req_pmi]),
+            when_text="kvm_check_request(KVM_REQ_PMI)",
+            source="§3.2 step 5",
+        ),
+        Step(
+            "inject_pending_event",
+            "kvm_check_and_inject_events(): inject the vLAPIC's PMI",
+            inject,
+            when=lambda s: bool(s[env.virr]),
+            when_text="PMI pending in the vLAPIC",
+            source="§3.2 steps 5, 7",
+        ),
         Step("local_irq_disable", "local_irq_disable()", irq_disable, source="§1.1"),
         Step("mediated_load", "kvm_mediated_pmu_load(vcpu)", kind=CALL, call="kvm_mediated_pmu_load", source="§1.1"),
     ]
     if cfg.amd:
         steps.append(Step("clgi", "clgi()", lambda s: cpu.clgi(s), source="F-5.2"))
-    steps.append(Step("vmenter", "VMLAUNCH/VMRESUME" if cfg.intel else "VMRUN", enter, kind=VMENTER,
-                      source="F-4.2.1 (guest PERF_GLOBAL_CTRL from the VMCS)" if cfg.intel else "F-5.2, F-5.5"))
+    steps.append(
+        Step(
+            "vmenter",
+            "VMLAUNCH/VMRESUME" if cfg.intel else "VMRUN",
+            enter,
+            kind=VMENTER,
+            source="F-4.2.1 (guest PERF_GLOBAL_CTRL from the VMCS)" if cfg.intel else "F-5.2, F-5.5",
+        )
+    )
     if cfg.amd:
         steps.append(Step("stgi", "stgi(): any pending NMI will happen here", lambda s: cpu.stgi(s), source="F-5.2"))
     if not intercepted_gc:
-        steps.append(Step("refresh_global_ctrl",
-                          ("pmu->global_ctrl = vmcs_read64(GUEST_IA32_PERF_GLOBAL_CTRL)" if cfg.vmx_save_global_ctrl
-                           else "pmu->global_ctrl = msr_autostore[PERF_GLOBAL_CTRL]; vmcs_write64(GUEST_IA32_PERF_GLOBAL_CTRL, ...)")
-                          if cfg.intel else "pmu->global_ctrl = rdmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL)",
-                          refresh_gc, source="§1.4, H12, H13"))
+        steps.append(
+            Step(
+                "refresh_global_ctrl",
+                (
+                    "pmu->global_ctrl = vmcs_read64(GUEST_IA32_PERF_GLOBAL_CTRL)"
+                    if cfg.vmx_save_global_ctrl
+                    else "pmu->global_ctrl = msr_autostore[PERF_GLOBAL_CTRL]; "
+                    "vmcs_write64(GUEST_IA32_PERF_GLOBAL_CTRL, pmu->global_ctrl)"
+                )
+                if cfg.intel
+                else "pmu->global_ctrl = rdmsrq(MSR_AMD64_PERF_CNTR_GLOBAL_CTL)",
+                refresh_gc,
+                source="§1.4, H12, H13",
+            )
+        )
     steps += [
         fastpath_step(env),
         Step("mediated_put", "kvm_mediated_pmu_put(vcpu)", kind=CALL, call="kvm_mediated_pmu_put", source="§1.1"),
     ]
     if cfg.intel:
-        steps.append(Step("handle_exit_irqoff", "handle_exit_irqoff(): dispatch the acked interrupt", kind=INTR,
-                          when=lambda s: s[cpu.exit_reason] == V.EXIT_EXTINT, when_text="EXIT_REASON_EXTERNAL_INTERRUPT",
-                          source="§3.2 step 4, F-4.4.2"))
+        steps.append(
+            Step(
+                "handle_exit_irqoff",
+                "handle_exit_irqoff(): dispatch the acked interrupt",
+                kind=INTR,
+                when=lambda s: s[cpu.exit_reason] == V.EXIT_EXTINT,
+                when_text="EXIT_REASON_EXTERNAL_INTERRUPT",
+                source="§3.2 step 4, F-4.4.2",
+            )
+        )
     steps += [
         Step("local_irq_enable", "local_irq_enable()", irq_enable, source="§1.1, §3.2 step 4"),
         Step("handle_exit", "kvm_x86_call(handle_exit)(vcpu): emulate and skip", handle_exit, source="§5.4, §5.6"),
@@ -571,14 +775,20 @@ def kvm_enable_virtualization_cpu(env: KernelEnv) -> Function:
     if env.cpu.cfg.amd:
         steps += [
             Step("svm_enable", "EFER.SVME = 1", lambda s: cpu.set_svme(s, True), source="F-3.4, §4.2"),
-            Step("amd_pmu_enable_virt", "amd_pmu_enable_virt() -> amd_pmu_reload_virt()", kind=CALL,
-                 call="amd_pmu_reload_virt", source="§3.1 AMD, H2"),
+            Step(
+                "amd_pmu_enable_virt",
+                "amd_pmu_enable_virt() -> amd_pmu_reload_virt()",
+                kind=CALL,
+                call="amd_pmu_reload_virt",
+                source="§3.1 AMD, H2",
+            ),
         ]
     else:
         steps.append(Step("vmxon", "VMXON", lambda s: None, source="§4"))
     steps.append(Step("end", "return", kind=END))
-    return Function("kvm_enable_virtualization_cpu", tuple(steps), doc="Boot-time virtualization enable.",
-                    source="§3.1, §4.2")
+    return Function(
+        "kvm_enable_virtualization_cpu", tuple(steps), doc="Boot-time virtualization enable.", source="§3.1, §4.2"
+    )
 
 
 def vcpu_run(env: KernelEnv) -> Function:
@@ -591,10 +801,13 @@ def vcpu_run(env: KernelEnv) -> Function:
 
     steps: list[Step] = [
         Step("enter_guest", "vcpu_enter_guest(vcpu)", kind=CALL, call="vcpu_enter_guest", source="§1.1"),
-        Step("again", "", when=lambda s: not s[env.guest_done], when_text="!guest halted",
-             goto="enter_guest"),
-        Step("vcpu_put", "vcpu_put(): kvm_get_running_vcpu() = NULL",
-             lambda s: s.__setitem__(env.running_vcpu, 0), source="§2.6"),
+        Step("again", "", when=lambda s: not s[env.guest_done], when_text="!guest halted", goto="enter_guest"),
+        Step(
+            "vcpu_put",
+            "vcpu_put(): kvm_get_running_vcpu() = NULL",
+            lambda s: s.__setitem__(env.running_vcpu, 0),
+            source="§2.6",
+        ),
         Step("perf_read", "perf_event_read() of every host event", final_read, source="host isolation"),
         Step("end", "exit to userspace", kind=END),
     ]
@@ -607,11 +820,21 @@ def kvm_handle_guest_mediated_pmi(env: KernelEnv) -> Function:
     return Function(
         "kvm_handle_guest_mediated_pmi",
         (
-            Step("warn_no_vcpu", "WARN_ON_ONCE(!vcpu || !kvm_vcpu_has_mediated_pmu(vcpu)); return",
-                 kind=WARN, when=lambda s: not s[rv], when_text="!kvm_get_running_vcpu()", goto="iret",
-                 source="§2.6, I8"),
-            Step("request_pmi", "kvm_make_request(KVM_REQ_PMI, vcpu)",
-                 lambda s: s.__setitem__(env.req_pmi, 1), source="§2.6"),
+            Step(
+                "warn_no_vcpu",
+                "WARN_ON_ONCE(!vcpu || !kvm_vcpu_has_mediated_pmu(vcpu)); return",
+                kind=WARN,
+                when=lambda s: not s[rv],
+                when_text="!kvm_get_running_vcpu()",
+                goto="iret",
+                source="§2.6, I8",
+            ),
+            Step(
+                "request_pmi",
+                "kvm_make_request(KVM_REQ_PMI, vcpu)",
+                lambda s: s.__setitem__(env.req_pmi, 1),
+                source="§2.6",
+            ),
             Step("iret", "apic_eoi(); iret", kind=IRET),
         ),
         doc="sysvec_perf_guest_mediated_pmi_handler.",

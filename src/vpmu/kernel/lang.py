@@ -95,8 +95,7 @@ class Function:
                 return i
         where = f"design {design!r}, " if design else ""
         raise VpmuError(
-            f"{where}function {self.name!r} has no step labelled {label!r}; "
-            f"its labels are: {', '.join(self.labels())}"
+            f"{where}function {self.name!r} has no step labelled {label!r}; its labels are: {', '.join(self.labels())}"
         )
 
 
@@ -150,9 +149,7 @@ class Edit:
                 raise VpmuError(f"edit {self.op} of {self.function}:{self.label} needs a step")
             new = self.step if isinstance(self.step, Step) else self.step(env)
             if self.op != "replace" and new.label in fn.labels():
-                raise VpmuError(
-                    f"edit {self.op} of {self.function}:{self.label}: label {new.label!r} already exists"
-                )
+                raise VpmuError(f"edit {self.op} of {self.function}:{self.label}: label {new.label!r} already exists")
             if self.op == "replace":
                 steps[i] = new
             elif self.op == "insert_before":
@@ -160,9 +157,7 @@ class Edit:
             else:
                 steps.insert(i + 1, new)
         else:
-            raise VpmuError(
-                f"unknown edit {self.op!r}; allowed: delete, swap, replace, insert_before, insert_after"
-            )
+            raise VpmuError(f"unknown edit {self.op!r}; allowed: delete, swap, replace, insert_before, insert_after")
         return replace(fn, steps=tuple(steps))
 
 
@@ -200,7 +195,9 @@ class Design:
             entries=self.entries,
         )
 
-    def with_builders(self, name: str, summary: str, builders: Mapping[str, Builder], source: str = "", notes: str = "") -> Design:
+    def with_builders(
+        self, name: str, summary: str, builders: Mapping[str, Builder], source: str = "", notes: str = ""
+    ) -> Design:
         """A variant that replaces whole functions (for designs that differ structurally)."""
         merged = dict(self.builders)
         merged.update(builders)
@@ -288,9 +285,7 @@ def compile_program(fns: Mapping[str, Function], entry: str, max_depth: int = 16
                 assert st.call is not None
                 if st.when is not None:
                     # A guarded call: a branch step that skips the inlined body.
-                    code.append(
-                        Instr(st, name, f"{name}:{st.label}", path, -1, (), None, _negate(st.when))
-                    )
+                    code.append(Instr(st, name, f"{name}:{st.label}", path, -1, (), None, _negate(st.when)))
                     at = len(code) - 1
                     emit(st.call, (*path, name))
                     code[at] = replace(code[at], target=len(code))
@@ -302,9 +297,7 @@ def compile_program(fns: Mapping[str, Function], entry: str, max_depth: int = 16
                 pending.append((len(code) - 1, st.goto))
         for pc, label in pending:
             if label not in labels:
-                raise VpmuError(
-                    f"function {name!r}: goto {label!r} names no step; labels: {', '.join(fn.labels())}"
-                )
+                raise VpmuError(f"function {name!r}: goto {label!r} names no step; labels: {', '.join(fn.labels())}")
             code[pc] = replace(code[pc], target=labels[label])
         if fn.locals and len(code) > start:
             last = code[-1]

@@ -41,9 +41,7 @@ def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
             s[en] = 1
             cpu.wrmsr(s, gc, bits)
 
-    return Step(
-        label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2"
-    )
+    return Step(label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2")
 
 
 def event_update(env: KernelEnv, s: list[int], e: int) -> None:
@@ -152,16 +150,15 @@ def perf_load_guest_lvtpc(env: KernelEnv) -> Function:
     cpu, vl = env.cpu, env.vlvtpc
 
     def write(s: list[int]) -> None:
-        cpu.write_lvtpc(
-            s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED)
-        )
+        cpu.write_lvtpc(s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR | (s[vl] & M.APIC_LVT_MASKED))
 
     return Function(
         "perf_load_guest_lvtpc",
         (
             Step(
                 "write_lvtpc",
-                "apic_write(APIC_LVTPC, APIC_DM_FIXED | PERF_GUEST_MEDIATED_PMI_VECTOR | (guest_lvtpc & APIC_LVT_MASKED))",
+                "apic_write(APIC_LVTPC, APIC_DM_FIXED | PERF_GUEST_MEDIATED_PMI_VECTOR | "
+                "(guest_lvtpc & APIC_LVT_MASKED))",
                 write,
                 source="§2.4",
             ),
@@ -246,7 +243,9 @@ def _handle_overflows(env: KernelEnv) -> Step:
 
 def _lvtpc_nmi(env: KernelEnv, label: str, source: str) -> Step:
     cpu = env.cpu
-    return Step(label, "apic_write(APIC_LVTPC, APIC_DM_NMI)", lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source=source)
+    return Step(
+        label, "apic_write(APIC_LVTPC, APIC_DM_NMI)", lambda s: cpu.write_lvtpc(s, M.APIC_DM_NMI), source=source
+    )
 
 
 def _handler_disable(env: KernelEnv, gc: int, text: str) -> Step:
@@ -289,17 +288,31 @@ def intel_pmu_handle_irq(env: KernelEnv) -> Function:
         _handler_disable(env, gc, "cpuc->enabled = 0; __intel_pmu_disable_all(): wrmsr(PERF_GLOBAL_CTRL, 0)"),
         Step("read_status", "status = rdmsr(PERF_GLOBAL_STATUS)", read_status, source="§3.1 step 4"),
         Step("no_status", "", when=lambda s: not s[st], when_text="!status", goto="done"),
-        Step("ack_status", "wrmsr(PERF_GLOBAL_OVF_CTRL, status)",
-             lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL, s[st]), source="§3.1 step 5"),
+        Step(
+            "ack_status",
+            "wrmsr(PERF_GLOBAL_OVF_CTRL, status)",
+            lambda s: cpu.wrmsr(s, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL, s[st]),
+            source="§3.1 step 5",
+        ),
         _handle_overflows(env),
         Step("reread_status", "status = rdmsr(PERF_GLOBAL_STATUS)", read_status, source="§3.1 step 5 (loop)"),
-        Step("loop", "", when=lambda s: bool(s[st]), when_text="status",
-             goto="ack_status", source="§3.1 step 5 (loop)"),
+        Step(
+            "loop", "", when=lambda s: bool(s[st]), when_text="status", goto="ack_status", source="§3.1 step 5 (loop)"
+        ),
     ]
     steps.append(Step("done", "done:", lambda s: None))
     if ack == "mid":
         steps.append(_lvtpc_nmi(env, "mid_ack", "§3.1 step 6 (mid ack)"))
-    steps.append(_handler_enable(env, gc, f"cpuc->enabled = pmu_enabled; if (pmu_enabled) __intel_pmu_enable_all(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", "enable_all", "§3.1 step 7"))
+    steps.append(
+        _handler_enable(
+            env,
+            gc,
+            f"cpuc->enabled = pmu_enabled; "
+            f"if (pmu_enabled) __intel_pmu_enable_all(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})",
+            "enable_all",
+            "§3.1 step 7",
+        )
+    )
     if ack == "late":
         steps.append(_lvtpc_nmi(env, "late_ack", "§3.1 step 8 (late ack)"))
     return Function(
@@ -326,10 +339,20 @@ def amd_pmu_v2_handle_irq(env: KernelEnv) -> Function:
             Step("read_status", "status = rdmsr(GlobalStatus)", read_status, source="§3.1 AMD"),
             Step("no_status", "", when=lambda s: not s[st], when_text="!status", goto="done"),
             _handle_overflows(env),
-            Step("ack_status", "wrmsr(GlobalStatusClr, status)",
-                 lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, s[st]), source="§3.1 AMD"),
-            _handler_enable(env, gc, f"done: cpuc->enabled = pmu_enabled; if (pmu_enabled) amd_pmu_core_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
-                            "done", "§3.1 AMD (no LVTPC write: AMD never sets Mask, F-2.6)"),
+            Step(
+                "ack_status",
+                "wrmsr(GlobalStatusClr, status)",
+                lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, s[st]),
+                source="§3.1 AMD",
+            ),
+            _handler_enable(
+                env,
+                gc,
+                f"done: cpuc->enabled = pmu_enabled; "
+                f"if (pmu_enabled) amd_pmu_core_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
+                "done",
+                "§3.1 AMD (no LVTPC write: AMD never sets Mask, F-2.6)",
+            ),
         ),
         doc="AMD PerfMonV2 PMI handler: no LVTPC write at all.",
         source="§3.1",
@@ -349,12 +372,24 @@ def amd_pmu_reload_virt(env: KernelEnv) -> Function:
     return Function(
         "amd_pmu_reload_virt",
         (
-            Step("disable_all", "amd_pmu_v2_disable_all(): wrmsr(GlobalCtl, 0)", lambda s: cpu.wrmsr(s, gc, 0),
-                 source="§3.1 AMD reload_virt"),
-            Step("reprogram", "amd_pmu_enable_event() for each active event (perf_ctr_virt_mask applied)", reprogram,
-                 source="§3.1 AMD reload_virt"),
-            Step("enable_all", f"amd_pmu_v2_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
-                 lambda s: cpu.wrmsr(s, gc, bits), source="§3.1 AMD reload_virt, H2"),
+            Step(
+                "disable_all",
+                "amd_pmu_v2_disable_all(): wrmsr(GlobalCtl, 0)",
+                lambda s: cpu.wrmsr(s, gc, 0),
+                source="§3.1 AMD reload_virt",
+            ),
+            Step(
+                "reprogram",
+                "amd_pmu_enable_event() for each active event (perf_ctr_virt_mask applied)",
+                reprogram,
+                source="§3.1 AMD reload_virt",
+            ),
+            Step(
+                "enable_all",
+                f"amd_pmu_v2_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
+                lambda s: cpu.wrmsr(s, gc, bits),
+                source="§3.1 AMD reload_virt, H2",
+            ),
         ),
         doc="amd_pmu_enable_virt() -> amd_pmu_reload_virt(): GlobalCtl ends all-ones even with no events.",
         source="§3.1, H2, seed thread",

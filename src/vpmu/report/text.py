@@ -84,16 +84,20 @@ def counterexample(system: System, result: Result, st: Style, last: int = 0, ful
 
 def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> list[str]:
     """One line per (design, world): verdict and statistics."""
-    head = f"{'design':<20} {'world':<16} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} {'seconds':>8} {'states/s':>9}  detail"
+    head = (
+        f"{'design':<20} {'world':<16} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} "
+        f"{'seconds':>8} {'states/s':>9}  detail"
+    )
     out = [st.bold(head)]
     for design, world, _vendor, r in rows:
         detail = r.prop if r.verdict == "violated" else r.reason
         if r.verdict == "violated":
             detail += f" (trace: {len(r.records)} steps)"
+        verdict = verdict_word(r.verdict, st) + " " * max(0, 10 - len(r.verdict))  # pad the visible text
         out.append(
-            f"{design:<20} {world:<16} {verdict_word(r.verdict, st):<{10 + (len(verdict_word(r.verdict, st)) - len(r.verdict))}} "
+            f"{design:<20} {world:<16} {verdict} "
             f"{r.stats.states:>9} {r.stats.transitions:>9} {r.stats.depth:>6} {r.stats.seconds:>8.2f} "
-            f"{r.stats.rate:>9.0f}  {detail}"
+            f"{r.stats.rate:>9.0f}  {detail}".rstrip()
         )
     return out
 

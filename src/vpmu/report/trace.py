@@ -28,7 +28,9 @@ def fmt_value(system: System, name: str, value: int) -> str:
     return system.layout.fmt(i, value)
 
 
-def changes(system: System, before: State, after: State, hidden: Sequence[str] = HIDDEN_OWNERS) -> list[tuple[str, int, int]]:
+def changes(
+    system: System, before: State, after: State, hidden: Sequence[str] = HIDDEN_OWNERS
+) -> list[tuple[str, int, int]]:
     out = []
     for name, old, new in system.layout.diff(before, after):
         if system.layout.slots[system.layout.index(name)].owner in hidden:
@@ -53,7 +55,7 @@ def hw_event_str(system: System, kind: str, a: int, b: int) -> str:
         route = {-1: "dropped (LVTPC masked)", 2: "NMI", -2: "SMI"}.get(a, f"vector {a:#x}")
         return f"PMI -> {route}"
     if kind == "vmexit":
-        return "VM-exit (PERF_GLOBAL_CTRL now {:#x})".format(b)
+        return f"VM-exit (PERF_GLOBAL_CTRL now {b:#x})"
     if kind == "vmcs_load_pgc":
         return f"VM-entry loads PERF_GLOBAL_CTRL = {a:#x}"
     return f"{kind} {a:#x} {b:#x}"
