@@ -21,7 +21,9 @@ examples:
   vpmu check                               upstream design on the default Intel and AMD worlds
   vpmu check --design seed-assert --vendor amd
   vpmu show upstream kvm_mediated_pmu_load
-  vpmu simulate --world intel --exits every:10000 --instructions 1000000
+  vpmu simulate --world intel-long --exits every:10000
+  vpmu ablate --function kvm_mediated_pmu_load
+  vpmu diff v5 upstream
   vpmu info --vendor amd
 """
 
