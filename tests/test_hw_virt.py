@@ -158,7 +158,7 @@ def test_vmexit_on_v1_touches_no_global_ctrl() -> None:
     cpu.vmx_vmexit(s, EXIT_EXTINT)
     assert s[cpu.exit_vector] == VEC
     assert s[cpu.exit_reason] == EXIT_EXTINT
-    assert pmu_changed(cpu, before, s) == {"IRR"}
+    assert pmu_changed(cpu, before, s) == {"IRR", "ISR"}  # acknowledged: IRR -> ISR (F-4.4.2)
     assert "VMCS.GUEST_PERF_GLOBAL_CTRL" not in changed(cpu, before, s)
 
 
@@ -341,3 +341,30 @@ def test_intel_has_no_gif_and_amd_no_vmcs() -> None:
     amd, sa = make(vendor="amd")
     assert amd.vmcs_guest_pgc == amd.msr_store_pgc == amd.exit_vector == -1
     assert sa[amd.gif] == 1, "GIF is 1 at reset"
+
+
+# --- local APIC in-service state and EOI (F-2.4; SDM Vol 3A §10.8) -------------------------
+
+
+def test_fixed_vector_is_in_service_until_eoi() -> None:
+    """F-2.4: a Fixed-mode interrupt is acknowledged (IRR -> ISR) and needs an EOI."""
+    cpu, s = make(vendor="intel")
+    s[cpu.irr] |= 1 << 0xF5
+    assert cpu.host_irq_deliverable(s) == 0xF5
+    cpu.take_irq(s, 0xF5)
+    assert (s[cpu.irr], s[cpu.isr]) == (0, 1 << 0xF5)
+    s[cpu.irr] |= 1 << 0xF5  # the same vector again: blocked while in service
+    assert cpu.host_irq_deliverable(s) == 0
+    cpu.eoi(s)
+    assert s[cpu.isr] == 0
+    assert cpu.host_irq_deliverable(s) == 0xF5
+
+
+def test_higher_priority_class_preempts_in_service_vector() -> None:
+    """SDM §10.8.3: only a vector of a higher priority class (vector >> 4) is delivered over an in-service one."""
+    cpu, s = make(vendor="intel")
+    cpu.take_irq(s, 0xE0)
+    s[cpu.irr] |= 1 << 0xE5
+    assert cpu.host_irq_deliverable(s) == 0
+    s[cpu.irr] |= 1 << 0xF5
+    assert cpu.host_irq_deliverable(s) == 0xF5

@@ -233,10 +233,10 @@ def test_no_status_restore_loses_guest_status() -> None:
     restricted to guest transparency, the guest then reads a status a native CPU
     would not show."""
     world = small_world("intel")
-    r = violated("no-status-restore", world, "restored-after-load", 120)  # BFS-shortest
+    r = violated("no-status-restore", world, "restored-after-load", 121)  # BFS-shortest
     assert "GLOBAL_STATUS=0x0 but pmu->global_status=0x1" in r.message
     only = ("guest-transparency",)
-    r = violated("no-status-restore", world, "guest-transparency", 123, only)  # BFS-shortest
+    r = violated("no-status-restore", world, "guest-transparency", 124, only)  # BFS-shortest
     assert labels(r)[-1] == "guest_pmi_handler:read_status"
     assert "rdmsr(IA32_PERF_GLOBAL_STATUS) read 0x0; a native CPU shows 0x1" in r.message
     holds("upstream", world)
@@ -244,9 +244,9 @@ def test_no_status_restore_loses_guest_status() -> None:
 
 def test_no_status_restore_on_amd() -> None:
     world = small_world("amd")
-    violated("no-status-restore", world, "restored-after-load", 120)  # BFS-shortest
+    violated("no-status-restore", world, "restored-after-load", 121)  # BFS-shortest
     only = ("guest-transparency",)
-    violated("no-status-restore", world, "guest-transparency", 124, only)  # BFS-shortest
+    violated("no-status-restore", world, "guest-transparency", 125, only)  # BFS-shortest
     holds("upstream", world)
 
 

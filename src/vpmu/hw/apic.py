@@ -22,6 +22,7 @@ class Apic(Pmu):
         self.nmi_pending = L.field("NMI_PENDING", "hw", fmt="bool")
         self.nmi_blocked = L.field("NMI_BLOCKED", "hw", fmt="bool")
         self.irr = L.field("IRR", "hw")  # bit v = vector v pending
+        self.isr = L.field("ISR", "hw")  # bit v = vector v in service, until EOI
         self.host_if = L.field("RFLAGS.IF", "hw", init=1, fmt="bool")
         self.pmi_latched = L.field("PMI_LATCHED", "hw", fmt="bool") if cfg.masked_pmi == "latch" else -1
         self.skid = L.field("PMI_SKID", "hw", fmt="int") if cfg.pmi_skid else -1
@@ -71,9 +72,16 @@ class Apic(Pmu):
         return bool(s[self.nmi_pending]) and not s[self.nmi_blocked]
 
     def irq_pending(self, s: list[int]) -> int:
-        """Highest pending fixed vector, or 0."""
+        """Highest pending fixed vector whose priority class is above the highest
+        in-service one (SDM Vol 3A §10.8.3), or 0."""
         irr = s[self.irr]
-        return irr.bit_length() - 1 if irr else 0
+        if not irr:
+            return 0
+        vec = irr.bit_length() - 1
+        isr = s[self.isr]
+        if isr and vec >> 4 <= (isr.bit_length() - 1) >> 4:
+            return 0
+        return vec
 
     def take_nmi(self, s: list[int]) -> None:
         """The CPU takes the pending NMI; NMIs stay blocked until IRET."""
@@ -83,10 +91,18 @@ class Apic(Pmu):
             s[self.skid] = 0
 
     def take_irq(self, s: list[int], vector: int) -> None:
-        """The CPU takes a fixed-vector interrupt (IRR -> in service)."""
+        """The CPU takes (acknowledges) a fixed-vector interrupt: IRR -> ISR."""
         s[self.irr] &= ~(1 << vector)
+        s[self.isr] |= 1 << vector
         if self.skid >= 0:
             s[self.skid] = 0
+
+    def eoi(self, s: list[int]) -> None:
+        """EOI: the highest in-service vector is done (F-2.4: Fixed mode needs EOI, NMI mode does not)."""
+        isr = s[self.isr]
+        if isr:
+            s[self.isr] = isr & ~(1 << (isr.bit_length() - 1))
+        self.log.append(("eoi", isr.bit_length() - 1 if isr else -1, 0))
 
     def iret_nmi(self, s: list[int]) -> None:
         s[self.nmi_blocked] = 0

@@ -122,7 +122,8 @@ class Cpu(Apic):
             self.retire(s, True, 0, instructions=0, cycles=self.cfg.transition_cycles)
         s[self.exit_reason] = reason
         if reason == EXIT_EXTINT:
-            vec = self.irq_pending(s)
+            irr = s[self.irr]  # acknowledge on exit takes the highest pending vector
+            vec = irr.bit_length() - 1 if irr else 0
             self.take_irq(s, vec)
             s[self.exit_vector] = vec
         has_pgc = self.global_ctrl >= 0  # F-4.1.1: no controls without the MSR

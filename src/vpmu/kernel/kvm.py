@@ -816,10 +816,11 @@ def vcpu_run(env: KernelEnv) -> Function:
 
 def kvm_handle_guest_mediated_pmi(env: KernelEnv) -> Function:
     """IRQ context for vector 0xF5: sysvec handler -> kvm_handle_guest_mediated_pmi (§2.5, §2.6)."""
-    rv = env.running_vcpu
+    rv, cpu = env.running_vcpu, env.cpu
     return Function(
         "kvm_handle_guest_mediated_pmi",
         (
+            Step("apic_eoi", "apic_eoi()", lambda s: cpu.eoi(s), source="§2.5 (sysvec handler)"),
             Step(
                 "warn_no_vcpu",
                 "WARN_ON_ONCE(!vcpu || !kvm_vcpu_has_mediated_pmu(vcpu)); return",
@@ -835,9 +836,9 @@ def kvm_handle_guest_mediated_pmi(env: KernelEnv) -> Function:
                 lambda s: s.__setitem__(env.req_pmi, 1),
                 source="§2.6",
             ),
-            Step("iret", "apic_eoi(); iret", kind=IRET),
+            Step("iret", "iret", kind=IRET),
         ),
-        doc="sysvec_perf_guest_mediated_pmi_handler.",
+        doc="sysvec_perf_guest_mediated_pmi_handler: EOI, count, then KVM's handler.",
         source="§2.5, §2.6 (v6 19/44)",
     )
 
