@@ -302,7 +302,7 @@ def test_unknown_property(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (
             SMALL_WORLD.replace("exits = 1", "exitz = 1"),
-            "bounds.exitz = 1 is not allowed; unknown key; allowed: exits, exit_reasons, nmis, max_depth",
+            "bounds.exitz = 1 is not allowed; unknown key; allowed: exits, exit_reasons, nmis, perf_ops, max_depth",
         ),
         (SMALL_WORLD + "\n[extra]\n", "extra = {} is not allowed; unknown key; allowed: "),
         (

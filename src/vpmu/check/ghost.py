@@ -187,6 +187,11 @@ class Ghost(Observer):
                         s[self.owed[e]] = 1
             elif kind == "pmi" and overflow:
                 self._check_route(s, a, overflow)
+        for e in range(len(env.host_events)):
+            if before[env.ev_active[e]] and not s[env.ev_active[e]]:
+                # perf stopped the event: its count is folded in, and an overflow not yet
+                # handled loses only its sample (handle_pmi_common skips inactive counters).
+                s[self.owed[e]] = 0
         if self.context == "nmi" and before[env.guest_lvtpc_loaded] and log:
             touched = [k for k, _, _ in log if k in ("rdmsr", "wrmsr", "rdpmc", "lvtpc")]
             if touched:

@@ -37,7 +37,8 @@ from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Instr, Program, compile_program
 
 # Move kinds
-STEP, DELIVER, ASYNC_EXIT, NMI = 0, 1, 2, 3
+STEP, DELIVER, ASYNC_EXIT, NMI, PERF_OP = 0, 1, 2, 3, 4
+CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI a host perf_event_{enable,disable}() sends
 Move = tuple[int, int]
 
 TASK, NMI_CTX, IRQ_CTX, GUEST, GUEST_IRQ = "task", "nmi", "irq", "guest", "guest-irq"
@@ -76,6 +77,8 @@ class System:
         self.task_pc = L.field("ctx.task.pc", "ctx", fmt="int")
         self.nmi_pc = L.field("ctx.nmi.pc", "ctx", init=-1, fmt="int")
         self.irq_pc = L.field("ctx.irq.pc", "ctx", init=-1, fmt="int")
+        self.irq_vec = L.field("ctx.irq.vector", "ctx", fmt="int")  # which handler the IRQ context runs
+        self.perf_ops_left = L.field("budget.perf_ops", "ctx", init=world.bounds.perf_ops, fmt="int")
         self.exits_left = L.field("budget.exits", "ctx", init=world.bounds.exits, fmt="int")
         self.nmis_left = L.field("budget.nmis", "ctx", init=world.bounds.nmis, fmt="int")
         self.async_reasons = tuple(ASYNC_EXITS[r] for r in world.bounds.exit_reasons)
@@ -88,7 +91,10 @@ class System:
         self.functions = fns
         self.task = compile_program(fns, ENTRIES["task"])
         self.nmi = compile_program(fns, ENTRIES["nmi"])
-        self.irq = compile_program(fns, ENTRIES["irq"])
+        self.irq_programs = {
+            M.PERF_GUEST_MEDIATED_PMI_VECTOR: compile_program(fns, ENTRIES["irq"]),
+            CALL_FUNCTION_SINGLE_VECTOR: compile_program(fns, ENTRIES["ipi"]),
+        }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
         isa = self.isa = GuestIsa(env)
         try:
@@ -163,7 +169,7 @@ class System:
         if s[self.nmi_pc] >= 0:
             return NMI_CTX, self.nmi_pc, self.nmi
         if s[self.irq_pc] >= 0:
-            return IRQ_CTX, self.irq_pc, self.irq
+            return IRQ_CTX, self.irq_pc, self.irq_programs[s[self.irq_vec]]
         return TASK, self.task_pc, self.task
 
     def finished(self, s: State) -> bool:
@@ -201,6 +207,8 @@ class System:
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
         if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
             out.append((NMI, 0))
+        if s[self.perf_ops_left] > 0 and s[self.env.ipi_event] < 0:
+            out.extend((PERF_OP, e) for e in range(len(self.env.host_events)))
         return out
 
     def successors(self, s: State) -> list[tuple[Move, State]]:
@@ -223,10 +231,17 @@ class System:
             s[self.exits_left] -= 1
             cpu.vmexit(s, arg)
             rec = StepRecord(move, ctx, "VM-exit", f"asynchronous VM-exit: {V.EXIT_NAMES[arg]}", [])
-        else:
+        elif kind == NMI:
             s[self.nmis_left] -= 1
             s[cpu.nmi_pending] = 1
             rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
+        else:
+            s[self.perf_ops_left] -= 1
+            s[self.env.ipi_event] = arg
+            s[cpu.irr] |= 1 << CALL_FUNCTION_SINGLE_VECTOR
+            e = self.env.host_events[arg]
+            what = "perf_event_disable" if s[self.env.ev_enabled[arg]] else "perf_event_enable"
+            rec = StepRecord(move, ctx, "IPI", f"another CPU calls {what}({e.name}): IPI pending", [])
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)
@@ -255,12 +270,16 @@ class System:
             return StepRecord((DELIVER, 0), ctx, "NMI", "NMI delivered: perf_event_nmi_handler()", [])
         vec = cpu.host_irq_deliverable(s)
         cpu.take_irq(s, vec)
-        if vec == M.PERF_GUEST_MEDIATED_PMI_VECTOR:
-            s[self.irq_pc] = 0
-            return StepRecord(
-                (DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x}: sysvec_perf_guest_mediated_pmi_handler()", []
-            )
-        return StepRecord((DELIVER, 0), ctx, "IRQ", f"interrupt {vec:#x} (no handler in the model)", [])
+        return StepRecord((DELIVER, 0), ctx, "IRQ", self._enter_irq(s, vec), [])
+
+    def _enter_irq(self, s: list[int], vec: int) -> str:
+        """Start the handler of ``vec`` in the IRQ context; describe it."""
+        prog = self.irq_programs.get(vec)
+        if prog is None:
+            return f"interrupt {vec:#x} (no handler in the model)"
+        s[self.irq_pc] = 0
+        s[self.irq_vec] = vec
+        return f"interrupt {vec:#x}: {prog.entry}()"
 
     def _step(self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program) -> StepRecord:
         cpu, ghost = self.cpu, self.ghost
@@ -287,9 +306,7 @@ class System:
                         next_pc = ins.target
             elif st.kind == kvm.INTR:
                 if cond:
-                    vec = s[cpu.exit_vector]
-                    if vec == M.PERF_GUEST_MEDIATED_PMI_VECTOR:
-                        s[self.irq_pc] = 0
+                    self._enter_irq(s, s[cpu.exit_vector])
             else:
                 if cond and ins.do is not None:
                     ins.do(s)
@@ -320,6 +337,8 @@ class System:
                 s[pc_slot] = -1
                 if ctx == NMI_CTX:
                     cpu.iret_nmi(s)
+                elif ctx == IRQ_CTX:
+                    s[self.irq_vec] = 0
             elif st.kind != END:
                 s[pc_slot] = next_pc
             if st.kind not in (VMENTER, END) and st.retire and not s[cpu.mode]:

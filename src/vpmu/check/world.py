@@ -30,6 +30,7 @@ value and what is allowed. Example::
     exits = 1               # asynchronous VM-exits the checker may inject
     exit_reasons = ["timer"]
     nmis = 1                # unrelated NMIs
+    perf_ops = 0            # host perf_event_{enable,disable}() IPIs from another CPU
 
     [check]
     properties = []         # empty: all properties
@@ -61,6 +62,7 @@ class Bounds:
     exits: int = 1
     exit_reasons: tuple[str, ...] = ("timer",)
     nmis: int = 1
+    perf_ops: int = 0  # host perf_event_{enable,disable}() IPIs from another CPU
     max_depth: int = 0  # 0: unbounded (the programs are finite)
 
 
@@ -198,7 +200,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     )
 
     bt = _table(data, "bounds", where)
-    _known(bt, ("exits", "exit_reasons", "nmis", "max_depth"), "bounds.", where)
+    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth"), "bounds.", where)
     reasons = _strs(bt.get("exit_reasons", ["timer"]), "bounds.exit_reasons", where)
     for r in reasons:
         if r not in ASYNC_EXITS:
@@ -207,6 +209,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
         exit_reasons=reasons,
         nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
+        perf_ops=_int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where),
         max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
     )
 

@@ -15,7 +15,12 @@ from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
 #: The program each host context runs.
-ENTRIES = {"task": "vcpu_run", "nmi": "perf_event_nmi_handler", "irq": "kvm_handle_guest_mediated_pmi"}
+ENTRIES = {
+    "task": "vcpu_run",
+    "nmi": "perf_event_nmi_handler",
+    "irq": "kvm_handle_guest_mediated_pmi",
+    "ipi": "perf_event_ipi",
+}
 
 UPSTREAM = Design(
     name="upstream",

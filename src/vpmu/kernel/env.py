@@ -95,10 +95,14 @@ class KernelEnv:
         self.guest_lvtpc_loaded = L.field("perf.guest_lvtpc_loaded", "host", fmt="bool")
         self.ev_active: list[int] = []
         self.ev_prev: list[int] = []
+        self.ev_enabled: list[int] = []  # attr.disabled == 0 (PERF_EVENT_STATE >= INACTIVE)
         for i, e in enumerate(self.host_events):
             self.ev_active.append(L.field(f"perf.{e.name}.active", "host", init=1, fmt="bool"))
             self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
+            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=1, fmt="bool"))
             del i
+        # The payload of a perf IPI (event_function_call): which event to toggle, -1 none.
+        self.ipi_event = L.field("perf.ipi.event", "host", init=-1, fmt="int")
         # Locals of the PMI handler: the status it read, and cpuc->enabled as it found it.
         self.nmi_status = L.field("perf.nmi.status", "host")
         self.nmi_pmu_enabled = L.field("perf.nmi.pmu_enabled", "host", fmt="bool")

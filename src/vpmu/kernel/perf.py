@@ -54,15 +54,10 @@ def event_update(env: KernelEnv, s: list[int], e: int) -> None:
 
 
 def _sched_out(env: KernelEnv) -> Step:
-    cpu = env.cpu
-
     def do(s: list[int]) -> None:
-        for e, ev in enumerate(env.host_events):
+        for e in range(len(env.host_events)):
             if s[env.ev_active[e]]:
-                # x86_pmu_stop: clear EN, then read the final count.
-                cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev) & ~M.EVENTSEL_EN)
-                event_update(env, s, e)
-                s[env.ev_active[e]] = 0
+                x86_pmu_stop(env, s, e)
 
     return Step(
         "ctx_sched_out",
@@ -72,18 +67,29 @@ def _sched_out(env: KernelEnv) -> Step:
     )
 
 
+def x86_pmu_start(env: KernelEnv, s: list[int], e: int) -> None:
+    """Program a host event's counter (-left, kept as prev_count) and selector."""
+    ev, cpu = env.host_events[e], env.cpu
+    cpu.wrmsr(s, env.GP_COUNTER(ev.counter), s[env.ev_prev[e]])
+    cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
+    s[env.ev_active[e]] = 1
+
+
+def x86_pmu_stop(env: KernelEnv, s: list[int], e: int) -> None:
+    """Clear the selector's EN, then fold the final count (x86_pmu_stop + update)."""
+    ev = env.host_events[e]
+    env.cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev) & ~M.EVENTSEL_EN)
+    event_update(env, s, e)
+    s[env.ev_active[e]] = 0
+
+
 def _sched_in(env: KernelEnv) -> Step:
-    cpu = env.cpu
     order = sorted(range(len(env.host_events)), key=lambda e: not env.host_events[e].pinned)
 
     def do(s: list[int]) -> None:
         for e in order:  # pinned first, then flexible (§2.3 put step 3)
-            ev = env.host_events[e]
-            if s[env.ev_active[e]]:
-                continue
-            cpu.wrmsr(s, env.GP_COUNTER(ev.counter), s[env.ev_prev[e]])  # -left, as prev_count
-            cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
-            s[env.ev_active[e]] = 1
+            if s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
+                x86_pmu_start(env, s, e)
 
     return Step(
         "ctx_sched_in",
@@ -396,7 +402,52 @@ def amd_pmu_reload_virt(env: KernelEnv) -> Function:
     )
 
 
+def perf_event_ipi(env: KernelEnv) -> Function:
+    """IRQ context for CALL_FUNCTION_SINGLE: a host perf_event_{enable,disable}() for this CPU.
+
+    The event function runs inside the context's PMU disable/enable bracket;
+    enabling an event of the core PMU while the guest context is loaded is
+    refused by merge_sched_in() (H15): the event stays inactive until
+    perf_put_guest_context() schedules it in.
+    """
+    cpu, ev_slot, loaded = env.cpu, env.ipi_event, env.guest_ctx_loaded
+
+    def event_function(s: list[int]) -> None:
+        e = s[ev_slot]
+        if s[env.ev_enabled[e]]:  # __perf_event_disable()
+            if s[env.ev_active[e]]:
+                x86_pmu_stop(env, s, e)
+            s[env.ev_enabled[e]] = 0
+        else:  # __perf_event_enable() -> ctx_resched() -> merge_sched_in()
+            s[env.ev_enabled[e]] = 1
+            if not s[loaded]:
+                x86_pmu_start(env, s, e)
+
+    def done(s: list[int]) -> None:
+        s[ev_slot] = -1
+
+    return Function(
+        "perf_event_ipi",
+        (
+            Step("apic_eoi", "apic_eoi()", lambda s: cpu.eoi(s), source="sysvec_call_function_single"),
+            _x86_pmu_disable(env),
+            Step(
+                "event_function",
+                "enabled ? __perf_event_disable() : __perf_event_enable() (merge_sched_in() refuses "
+                "while guest_ctx_loaded)",
+                event_function,
+                source="§2.3 merge_sched_in, H15",
+            ),
+            _x86_pmu_enable(env),
+            Step("iret", "iret", done, kind=IRET),
+        ),
+        doc="A host perf event is disabled or enabled by IPI.",
+        source="§2.3, H15",
+    )
+
+
 BUILDERS = {
+    "perf_event_ipi": perf_event_ipi,
     "perf_load_guest_context": perf_load_guest_context,
     "perf_put_guest_context": perf_put_guest_context,
     "perf_load_guest_lvtpc": perf_load_guest_lvtpc,
