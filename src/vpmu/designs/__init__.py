@@ -240,6 +240,60 @@ NO_FASTPATH_GUARD = UPSTREAM.derive(
     source="kernel-mediated-pmu.md H11; v6 28/44",
 )
 
+# --- ablations added for the scenario catalog (vpmu scenarios) --------------------------------
+
+
+def _raw_eventsel_load_pmcs(env: KernelEnv) -> Function:
+    """Before v6 24/44 and 26/44: the guest's selector goes to hardware as the guest wrote it."""
+    fn = kvm.kvm_pmu_load_guest_pmcs(env)
+    steps = []
+    for st in fn.steps:
+        if st.label.startswith("load_eventsel"):
+            i = int(st.label[len("load_eventsel") :])
+            st = Step(
+                st.label,
+                f"wrmsrq(GP_EVENTSEL_BASE + {i}, pmc->eventsel)",
+                _write_slot(env.cpu, env.GP_EVENTSEL(i), env.pmc_eventsel + i),
+                source="H8 ablation (before v6 26/44)",
+            )
+        steps.append(st)
+    return Function(fn.name, tuple(steps), fn.doc, "H8 ablation (before v6 24/44, 26/44)")
+
+
+RAW_EVENTSEL = UPSTREAM.with_builders(
+    "raw-eventsel",
+    "H8 ablation: load writes the guest's own selector (pmc->eventsel), not eventsel_hw: no GuestOnly "
+    "stuffing on AMD, no event filter",
+    {"kvm_pmu_load_guest_pmcs": _raw_eventsel_load_pmcs},
+    source="kernel-mediated-pmu.md H8, §4.2, H19; v6 26/44 and 24/44",
+)
+NO_LVTPC_SWITCH = UPSTREAM.derive(
+    "no-lvtpc-switch",
+    "H6 ablation: the host LVTPC stays NMI while the guest context is loaded (no mediated PMI vector)",
+    [Edit("delete", "kvm_mediated_pmu_load", "load_lvtpc"), Edit("delete", "kvm_mediated_pmu_put", "put_lvtpc")],
+    source="kernel-mediated-pmu.md H6, §2.5 (RFC design open #3)",
+)
+NO_SCHED_OUT = UPSTREAM.derive(
+    "no-sched-out",
+    "H9 ablation: perf_load_guest_context() leaves the exclude_guest host events scheduled in",
+    [Edit("delete", "perf_load_guest_context", "ctx_sched_out")],
+    source="kernel-mediated-pmu.md §2.3 load step 4, H9",
+)
+LVTPC_BEFORE_CLEAR_EVENT_RUNNING = LVTPC_BEFORE_CLEAR.derive(
+    "lvtpc-before-clear-running",
+    "S13: the H1 swap while a host event still runs at the switch (perf leaves it scheduled in)",
+    [Edit("delete", "perf_load_guest_context", "ctx_sched_out")],
+    source="kernel-mediated-pmu.md App. C S13, H1",
+)
+NO_GLOBAL_CTRL_REFRESH = UPSTREAM.derive(
+    "no-global-ctrl-refresh",
+    "H12 ablation: KVM does not re-read the guest's PERF_GLOBAL_CTRL after each VM-exit",
+    [Edit("delete", "vcpu_enter_guest", "refresh_global_ctrl*")],
+    source="kernel-mediated-pmu.md H12, H13, §1.4; v6 44/44",
+    notes="A glob: the step exists only when guest writes to PERF_GLOBAL_CTRL are not intercepted.",
+)
+
+
 DESIGNS: dict[str, Design] = {
     d.name: d
     for d in (
@@ -254,6 +308,11 @@ DESIGNS: dict[str, Design] = {
         PUT_KEEPS_EVENTSEL,
         NO_STATUS_RESTORE,
         NO_FASTPATH_GUARD,
+        RAW_EVENTSEL,
+        NO_LVTPC_SWITCH,
+        NO_SCHED_OUT,
+        LVTPC_BEFORE_CLEAR_EVENT_RUNNING,
+        NO_GLOBAL_CTRL_REFRESH,
     )
 }
 
