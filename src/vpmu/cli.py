@@ -8,6 +8,7 @@ Exit status: 0 success / all properties hold, 1 a violation or mismatch,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -37,9 +38,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from vpmu import commands
+#: Modules that define subcommands: each has ``register(subparsers)``.
+COMMAND_MODULES = ("vpmu.commands",)
 
+
+def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vpmu",
         description="An executable model of x86 PMU virtualization and a checker for it.",
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"vpmu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.register(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 

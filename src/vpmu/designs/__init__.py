@@ -280,7 +280,7 @@ NO_SCHED_OUT = UPSTREAM.derive(
     source="kernel-mediated-pmu.md §2.3 load step 4, H9",
 )
 LVTPC_BEFORE_CLEAR_EVENT_RUNNING = LVTPC_BEFORE_CLEAR.derive(
-    "lvtpc-before-clear-running",
+    "lvtpc-first-running",
     "S13: the H1 swap while a host event still runs at the switch (perf leaves it scheduled in)",
     [Edit("delete", "perf_load_guest_context", "ctx_sched_out")],
     source="kernel-mediated-pmu.md App. C S13, H1",

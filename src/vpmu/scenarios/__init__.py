@@ -1,0 +1,349 @@
+"""Canned scenarios: the kernel's review history as executable checks, kept as data.
+
+Every scenario of Appendix C of kernel-mediated-pmu.md that states an outcome,
+and one or more per hazard of its §6, is a TOML file in ``catalog/``
+(``vpmu scenarios`` runs them). A scenario names a design and a world (an
+inline world table in the format of :mod:`vpmu.check.world`, or a built-in
+world's name) and what the checker must answer: every property holds, a
+named property is violated, or the world is refused when it loads. A
+scenario may judge only a subset of the properties; it must then say why
+(``expect.restricted``), so a verdict reproduced only by leaving a property
+out is visible as such. A scenario the model cannot express yet is listed
+with the reason (``expressible = false``), never dropped. Example::
+
+    id = "H1"
+    title = "LVTPC switched to 0xF5 before PERF_GLOBAL_CTRL is cleared"
+    hazards = ["H1"]
+    source = "kernel-mediated-pmu.md H1; PeterZ 2025-08-18 (seed thread)"
+    note = "..."
+    design = "lvtpc-before-clear"
+
+    [expect]
+    verdict = "violated"                   # holds | violated | refused
+    property = "lvtpc-written-while-enabled"
+    # properties = ["..."]                 # judge only these ...
+    # restricted = "why"                   # ... and say why (required with properties)
+    # error = "H14"                        # refused: a text the world-load error contains
+
+    [world]                                # or: world = "intel-default"
+    [world.machine]
+    vendor = "intel"
+    ...
+
+    [script]                               # optional: one scripted run and what it shows
+    exits = "at:6"                         # vpmu simulate plans (default none)
+    exit_reason = "interrupt"
+    steps = ["host: kvm_mediated_pmu_load:clear_global_ctrl: wrmsr IA32_PERF_GLOBAL_CTRL <- 0x0"]
+    journal = ["guest read rdmsr(IA32_PERF_GLOBAL_STATUS) = 0x1 (native 0x1)"]
+    absent = ["kvm_pmu_load_guest_pmcs:load_pmc0: wrmsr IA32_PMC0 <- 0x0"]
+
+Script observations are lines of the scripted run (see :mod:`vpmu.scenarios.run`):
+``steps`` and ``journal`` must appear in that order (other lines may come in
+between), ``absent`` lines must not appear anywhere. A step line is
+``context: function:label`` or ``context: function:label: hardware event``;
+the ``context: `` prefix may be left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from vpmu.check import properties as P
+from vpmu.check.simulate import EXIT_REASONS, Plan
+from vpmu.check.world import WorldSpec, builtin_worlds, parse_world
+from vpmu.designs import DESIGNS
+from vpmu.errors import VpmuError
+
+VERDICTS = ("holds", "violated", "refused")
+ID_RE = re.compile(r"^(S|H|F)(\d+)(-[a-z0-9]+(?:-[a-z0-9]+)*)?$")
+HAZARD_RE = re.compile(r"^H(\d+)$")
+TOP_KEYS = (
+    "id",
+    "title",
+    "hazards",
+    "source",
+    "note",
+    "expressible",
+    "reason",
+    "design",
+    "world",
+    "expect",
+    "script",
+    "slow",
+)
+EXPECT_KEYS = ("verdict", "property", "properties", "restricted", "error")
+SCRIPT_KEYS = ("exits", "nmis", "exit_reason", "seed", "violation", "steps", "journal", "absent")
+
+
+@dataclass(frozen=True)
+class Script:
+    """One scripted run (the simulator's schedule) and the observations it must show."""
+
+    exits: str = "none"
+    nmis: str = "none"
+    exit_reason: str = "timer"
+    seed: int = 0
+    violation: str = ""  # the property the scripted run violates ("" none)
+    steps: tuple[str, ...] = ()
+    journal: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    hazards: tuple[str, ...]
+    source: str
+    note: str = ""
+    expressible: bool = True
+    reason: str = ""  # why not expressible
+    design: str = ""
+    world: WorldSpec | None = None
+    world_ref: str = ""  # a built-in world's name, or "" for an inline world
+    world_error: str = ""  # the world-load error (expected for "refused")
+    verdict: str = ""  # expected: holds | violated | refused
+    prop: str = ""  # expected violated property
+    error: str = ""  # refused: a text the error contains
+    properties: tuple[str, ...] = ()  # judge only these (empty: the world's)
+    restricted: str = ""  # why the subset
+    script: Script | None = None
+    slow: bool = False
+    file: str = ""
+
+    @property
+    def expected(self) -> str:
+        """The expected verdict as the table prints it."""
+        if not self.expressible:
+            return "not expressible"
+        return f"violated: {self.prop}" if self.verdict == "violated" else self.verdict
+
+    @property
+    def vendor(self) -> str:
+        return self.world.machine.vendor if self.world else ""
+
+    @property
+    def world_name(self) -> str:
+        if self.world_ref:
+            return self.world_ref
+        return self.world.name if self.world else "(refused)" if self.world_error else ""
+
+
+def sort_key(scenario_id: str) -> tuple[int, int, str]:
+    """Appendix C scenarios, then hazards, then findings; by number, then suffix."""
+    m = ID_RE.match(scenario_id)
+    if not m:
+        return (9, 0, scenario_id)
+    return ("SHF".index(m.group(1)), int(m.group(2)), m.group(3) or "")
+
+
+def _err(where: str, msg: str) -> VpmuError:
+    return VpmuError(f"{where}: {msg}")
+
+
+def _str(data: Mapping[str, Any], key: str, where: str, required: bool = True) -> str:
+    v = data.get(key, "")
+    if not isinstance(v, str) or (required and not v.strip()):
+        raise _err(where, f"{key} = {v!r} is not allowed; allowed: a non-empty string")
+    return v.strip()
+
+
+def _strs(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _err(where, f"{key} = {v!r} is not allowed; allowed: a list of strings")
+    return tuple(v)
+
+
+def _known(data: Mapping[str, Any], keys: tuple[str, ...], prefix: str, where: str) -> None:
+    for k in data:
+        if k not in keys:
+            raise _err(where, f"unknown key {prefix}{k!r}; allowed: {', '.join(keys)}")
+
+
+def _script(data: Any, where: str) -> Script:
+    if not isinstance(data, dict):
+        raise _err(where, "script must be a table ([script])")
+    _known(data, SCRIPT_KEYS, "script.", where)
+    for key in ("exits", "nmis"):
+        Plan.parse(str(data.get(key, "none")), f"{where}: script.{key}")
+    reason = data.get("exit_reason", "timer")
+    if reason not in EXIT_REASONS:
+        raise _err(where, f"script.exit_reason = {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise _err(where, f"script.seed = {seed!r} is not allowed; allowed: an integer")
+    violation = data.get("violation", "")
+    if violation and violation not in P.BY_NAME:
+        raise _err(where, f"script.violation = {violation!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+    return Script(
+        exits=str(data.get("exits", "none")),
+        nmis=str(data.get("nmis", "none")),
+        exit_reason=reason,
+        seed=seed,
+        violation=violation,
+        steps=_strs(data, "steps", where),
+        journal=_strs(data, "journal", where),
+        absent=_strs(data, "absent", where),
+    )
+
+
+def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
+    """Validate one scenario mapping (as read from TOML); errors name the file and the key."""
+    _known(data, TOP_KEYS, "", where)
+    sid = _str(data, "id", where)
+    if not ID_RE.match(sid):
+        raise _err(where, f"id = {sid!r} is not allowed; allowed: S<n>, H<n> or F<n>, optionally -suffix (e.g. S1-amd)")
+    title = _str(data, "title", where)
+    hazards = _strs(data, "hazards", where)
+    for h in hazards:
+        m = HAZARD_RE.match(h)
+        if not m or not 1 <= int(m.group(1)) <= 25:
+            raise _err(where, f"hazards: {h!r} is not allowed; allowed: H1 to H25 (kernel-mediated-pmu.md §6)")
+    source = _str(data, "source", where)
+    note = _str(data, "note", where, required=False)
+    expressible = data.get("expressible", True)
+    if not isinstance(expressible, bool):
+        raise _err(where, f"expressible = {expressible!r} is not allowed; allowed: true or false")
+    slow = data.get("slow", False)
+    if not isinstance(slow, bool):
+        raise _err(where, f"slow = {slow!r} is not allowed; allowed: true or false")
+    if not expressible:
+        reason = _str(data, "reason", where)
+        for k in ("design", "world", "expect", "script"):
+            if k in data:
+                raise _err(where, f"{k} is not allowed with expressible = false (give the reason instead)")
+        return Scenario(sid, title, hazards, source, note, False, reason, file=where)
+    if "reason" in data:
+        raise _err(where, "reason is only for expressible = false")
+
+    design = _str(data, "design", where)
+    if design not in DESIGNS:
+        raise _err(where, f"design = {design!r} is not allowed; known designs: {', '.join(DESIGNS)}")
+
+    et = data.get("expect")
+    if not isinstance(et, dict):
+        raise _err(where, "expect is required: a table with verdict = holds | violated | refused")
+    _known(et, EXPECT_KEYS, "expect.", where)
+    verdict = et.get("verdict")
+    if verdict not in VERDICTS:
+        raise _err(where, f"expect.verdict = {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
+    prop = et.get("property", "")
+    if verdict == "violated":
+        if prop not in P.BY_NAME:
+            raise _err(where, f"expect.property = {prop!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+    elif prop:
+        raise _err(where, f"expect.property is only for verdict = violated (verdict is {verdict!r})")
+    props = _strs(et, "properties", where)
+    for p in props:
+        if p not in P.BY_NAME:
+            raise _err(where, f"expect.properties: {p!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+    restricted = _str(et, "restricted", where, required=False)
+    if props and not restricted:
+        raise _err(where, "expect.restricted is required with expect.properties: say why only these are judged")
+    if restricted and not props:
+        raise _err(where, "expect.restricted without expect.properties")
+    if prop and props and prop not in props:
+        raise _err(where, f"expect.property {prop!r} is not among expect.properties")
+    error = _str(et, "error", where, required=verdict == "refused")
+    if error and verdict != "refused":
+        raise _err(where, "expect.error is only for verdict = refused")
+
+    wt = data.get("world")
+    world: WorldSpec | None = None
+    world_ref = world_error = ""
+    if isinstance(wt, str):
+        worlds = builtin_worlds()
+        if wt not in worlds:
+            raise _err(where, f"world = {wt!r} is not a built-in world; built-in worlds: {', '.join(worlds)}")
+        world, world_ref = worlds[wt], wt
+    elif isinstance(wt, dict):
+        if "check" in wt:
+            raise _err(where, "world.check is not allowed in a scenario; use expect.properties and expect.restricted")
+        try:
+            world = parse_world(wt, f"{where} [world]", default_name=sid)
+        except VpmuError as e:
+            if verdict != "refused":
+                raise
+            world_error = str(e)
+    else:
+        raise _err(where, "world is required: an inline table ([world]) or a built-in world's name")
+    if verdict == "refused" and world is not None:
+        raise _err(where, "expect.verdict = refused, but the world loads")
+    if world is not None:
+        vendor = world.machine.vendor
+        for p in (*props, prop):
+            if p and P.BY_NAME[p].vendor not in ("", vendor):
+                raise _err(where, f"property {p!r} is for {P.BY_NAME[p].vendor} only; this world is {vendor}")
+
+    script = _script(data["script"], where) if "script" in data else None
+    if script is not None and verdict == "refused":
+        raise _err(where, "script is not allowed with expect.verdict = refused")
+    return Scenario(
+        sid,
+        title,
+        hazards,
+        source,
+        note,
+        True,
+        "",
+        design,
+        world,
+        world_ref,
+        world_error,
+        verdict,
+        prop,
+        error,
+        props,
+        restricted,
+        script,
+        slow,
+        where,
+    )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    scenarios: tuple[Scenario, ...]
+    by_id: Mapping[str, Scenario] = field(default_factory=dict)
+
+    def select(self, ids: list[str] | tuple[str, ...]) -> list[Scenario]:
+        """The scenarios with these ids, in the order given (all when empty)."""
+        if not ids:
+            return list(self.scenarios)
+        out = []
+        for i in ids:
+            if i not in self.by_id:
+                raise VpmuError(f"unknown scenario {i!r}; known scenarios: {', '.join(self.by_id)}")
+            out.append(self.by_id[i])
+        return out
+
+
+def parse_file(text: str, where: str) -> Scenario:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise VpmuError(f"{where}: malformed TOML: {e}") from None
+    scn = parse_scenario(data, where)
+    stem = where.rsplit("/", 1)[-1].removesuffix(".toml")
+    if stem != scn.id:
+        raise _err(where, f"id = {scn.id!r} but the file is named {stem}.toml; name the file after the id")
+    return scn
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """Every scenario of ``vpmu/scenarios/catalog/``, in catalog order (S, H, F; by number)."""
+    root = resources.files("vpmu.scenarios").joinpath("catalog")
+    found = []
+    for entry in root.iterdir():
+        if entry.name.endswith(".toml"):
+            found.append(parse_file(entry.read_text(encoding="utf-8"), f"scenarios/catalog/{entry.name}"))
+    found.sort(key=lambda s: sort_key(s.id))
+    return Catalog(tuple(found), {s.id: s for s in found})
