@@ -9,6 +9,7 @@ properties and the trace writer, cleared before each step).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from vpmu.config import MachineConfig
@@ -27,7 +28,7 @@ def _mask(width: int) -> int:
     return (1 << width) - 1
 
 
-class Pmu:
+class Pmu(ABC):
     """Counters, selectors, global registers and their side effects."""
 
     def __init__(self, cfg: MachineConfig, layout: Layout, prefix: str = "", owner: str = "hw") -> None:
@@ -57,15 +58,18 @@ class Pmu:
         else:
             self._amd_msrs()
 
-    # -- hooks provided by the APIC layer ------------------------------------
+    # -- what the layers above provide: where a PMI goes, which mode the CPU is in ----
+    @abstractmethod
     def lvtpc_signal(self, s: list[int]) -> None:
-        raise NotImplementedError  # pragma: no cover - overridden by Apic
+        """A PMI request reaches the local APIC (the Apic layer; the reference's own LVTPC)."""
 
+    @abstractmethod
     def guest_mode(self, s: list[int]) -> bool:
-        raise NotImplementedError  # pragma: no cover - overridden by Cpu
+        """VMX non-root / SVM guest mode."""
 
+    @abstractmethod
     def svme(self, s: list[int]) -> bool:
-        raise NotImplementedError  # pragma: no cover - overridden by Cpu
+        """EFER.SVME (AMD Host/GuestOnly filtering, F-3.4)."""
 
     # -- MSR access ------------------------------------------------------------
     def has_msr(self, msr: int) -> bool:
