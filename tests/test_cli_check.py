@@ -312,8 +312,8 @@ def test_unknown_property(capsys: pytest.CaptureFixture[str]) -> None:
         (SMALL_WORLD.replace('"loop 3"', '"loop three"'), "loop count 'three' is not a number"),
         (
             WORLD_INCLUDE_GUEST,
-            "host_event[0].exclude_guest = False is not allowed; a mediated vPMU excludes include-guest core events "
-            "(perf returns -EOPNOTSUPP, H14); allowed: true",
+            "host_event[0].exclude_guest = False is not allowed; with an include-guest core event on the host, "
+            "KVM_CREATE_VCPU fails with -EBUSY",
         ),
     ],
     ids=[

@@ -365,6 +365,11 @@ class Graph:
     def violation(self, s: tuple[str]) -> int:
         return 1 if s[0].startswith("V") else 0
 
+    def finished(self, s: tuple[str]) -> bool:
+        return not self.edges.get(s[0]) and not self.violation(s)
+
+    props = ("progress",)
+
     def path(self, r: Any) -> str:
         s, out = self.initial(), ["S"]
         for m in r.moves:

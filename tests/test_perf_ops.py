@@ -47,3 +47,35 @@ def test_ipi_in_guest_mode_is_handled_after_put(world: str, dispatch: str) -> No
     assert labels.index("perf_put_guest_context:clear_loaded") < labels.index(dispatch)
     assert labels.index(dispatch) < labels.index("perf_event_ipi:event_function")
     assert not s[env.ev_enabled[0]] and not s[env.ev_active[0]]
+
+
+def test_simulated_perf_ipis_toggle_the_host_event_and_keep_counts_exact() -> None:
+    """`simulate --perf-ops every:K`: another CPU disables, then re-enables, the host event; perf's
+    reads still equal the host-mode events it asked for, and the guest's count is native."""
+    from vpmu.check.simulate import Plan, simulate
+
+    system = System(get_design("upstream"), resolve_world("intel-long"))
+    r = simulate(
+        system,
+        Plan.parse("every:10000", "--exits"),
+        reason="interrupt",
+        perf_ops=Plan.parse("every:250000", "--perf-ops"),
+    )
+    assert r.finished and r.perf_ops == 4 and not r.violations
+    assert ("guest read", "rdpmc(0x0)", 1_000_001, 1_000_001) in r.journal
+    texts = [rec.text for rec in r.records if rec.label == "IPI"]
+    assert texts[0].startswith("another CPU calls perf_event_disable(cycles)")
+    assert texts[1].startswith("another CPU calls perf_event_enable(cycles)")
+
+
+def test_random_plans_are_seeded_and_advance_loops_in_bulk() -> None:
+    from vpmu.check.simulate import Plan, simulate
+
+    def run(seed: int) -> tuple[int, int, int]:
+        system = System(get_design("upstream"), resolve_world("amd-long"))
+        r = simulate(system, Plan.parse("random:0.0001", "--exits"), seed=seed)
+        return len(r.records), r.exits, r.retired
+
+    assert run(7) == run(7)
+    steps, exits, retired = run(7)
+    assert retired == 1_000_001 and 50 < exits < 200 and steps < 5_000  # bulk, not one step per instruction

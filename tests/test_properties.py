@@ -362,7 +362,43 @@ def test_no_guest_counting_in_host_flag_first_alone() -> None:
 
 # --- every property is covered; the fix holds everywhere ---------------------------------------
 
+
+def test_progress_fails_on_a_host_pmi_storm() -> None:
+    """A sampling period shorter than perf's own PMI handler re-arms the counter so close to
+    overflow that the handler's tail overflows it again: the vCPU never gets to run. Every
+    property holds on such a world vacuously, so the checker reports it as a progress failure."""
+    world = small_world("intel")
+    storm = parse_world({**tomllib.loads(STORM), "name": "storm"}, "storm")
+    r = check(System(get_design("upstream"), storm))
+    assert (r.verdict, r.prop) == ("violated", "progress")
+    assert "every path loops" in r.message
+    assert r.stats.states == 24 and len(r.records) == 23  # the whole (finite) graph, then the loop's last state
+    holds("upstream", world)  # the default period lets the guest finish
+
+
+STORM = """
+[machine]
+vendor = "intel"
+num_gp = 1
+gp_width = 5
+num_fixed = 0
+
+[[host_event]]
+name = "cycles"
+event = "cycles"
+period = 2
+
+[guest]
+program = ["loop 2", "hlt"]
+
+[bounds]
+exits = 0
+nmis = 0
+"""
+
+
 COVERED = {
+    "progress": test_progress_fails_on_a_host_pmi_storm,
     "lvtpc-written-while-enabled": test_lvtpc_before_clear_rewrites_lvtpc_while_enabled,
     "lvtpc-route-consistent": test_lvtpc_route_consistent_upstream_race_on_intel,
     "no-guest-counting-in-host": test_no_clear_on_intel,

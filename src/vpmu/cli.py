@@ -24,6 +24,7 @@ examples:
   vpmu show upstream kvm_mediated_pmu_load
   vpmu simulate --world intel-long --exits every:10000
   vpmu ablate --function kvm_mediated_pmu_load
+  vpmu scenarios                           every canned scenario: expected vs observed
   vpmu diff v5 upstream
   vpmu info --vendor amd
 """
@@ -39,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that define subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ("vpmu.commands",)
+COMMAND_MODULES = ("vpmu.commands", "vpmu.trace_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from vpmu.config import VENDORS, MachineConfig
 from vpmu.errors import VpmuError
 
 RAW = argparse.RawDescriptionHelpFormatter
+SCENARIOS_SCHEMA = "vpmu.scenarios/1"
 
 
 def _machine(args: argparse.Namespace) -> MachineConfig:
@@ -118,6 +119,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(st.bold(f"{design.name} on {world.name}: counterexample ({len(result.records)} steps)"))
             print("\n".join(counterexample(system, result, st, last=args.context, full=args.full)))
             print()
+    if args.html:
+        from vpmu.report.html import write_html
+
+        done = write_html({"schema": CHECK_SCHEMA, "results": out_json}, args.html, "vpmu check")
+        sys.stderr.write(f"vpmu: {done or f'no counterexample: {args.html} not written'}\n")
     if args.json:
         json.dump({"schema": CHECK_SCHEMA, "results": out_json}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -223,6 +229,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from vpmu.report.trace import TRACE_SCHEMA, trace_rows
 
     exits, nmis = Plan.parse(args.exits, "--exits"), Plan.parse(args.nmis, "--nmis")
+    perf_plan = Plan.parse(args.perf_ops, "--perf-ops")
     design = _design(args)
     worlds = _worlds(args)
     if len(worlds) != 1:
@@ -236,10 +243,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         reason=args.exit_reason,
         seed=args.seed,
         max_steps=args.max_steps,
+        perf_ops=perf_plan,
     )
     print(
         f"{design.name} on {world.name}: {len(r.records)} steps, {r.retired} guest instructions, "
-        f"{r.exits} scheduled exits, {r.nmis} NMIs, {'finished' if r.finished else 'stopped (max steps)'}"
+        f"{r.exits} scheduled exits, {r.nmis} NMIs, {r.perf_ops} host perf IPIs, "
+        f"{'finished' if r.finished else 'stopped (max steps)'}"
     )
     print("observations (seen / expected):")
     host_ok: dict[str, list[int]] = {}
@@ -260,7 +269,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("violations:")
         for v in r.violations:
             print(f"  {v}")
-    if args.trace:
+    if args.trace or args.html:
         rows = trace_rows(system, r.states, r.records)
         doc = {
             "schema": TRACE_SCHEMA,
@@ -269,8 +278,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "contexts": sorted(set(CONTEXT_LABEL.values())),
             "steps": rows,
         }
+    if args.trace:
         Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         print(f"trace written to {args.trace}")
+    if args.html:
+        from vpmu.report.html import write_html
+
+        print(write_html(doc, args.html, "vpmu simulate"))
     return 1 if r.violations else 0
 
 
@@ -325,6 +339,95 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from vpmu.report.text import Style, counterexample, use_color
+    from vpmu.report.trace import trace_rows
+    from vpmu.scenarios import load_catalog
+    from vpmu.scenarios.run import describe, run, summary, table
+
+    if args.context < 0:
+        raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
+    chosen = load_catalog().select(args.ids)
+    st = Style(use_color(sys.stdout))
+    outcomes = []
+    for scenario in chosen:
+        o = run(scenario)
+        outcomes.append(o)
+        if args.trace and not args.json:
+            print("\n".join(describe(o)))
+            if o.verdict == "violated" and o.result is not None and o.system is not None:
+                print(st.bold(f"counterexample ({len(o.result.records)} steps)"))
+                print("\n".join(counterexample(o.system, o.result, st, last=args.context)))
+            elif o.verdict == "holds":
+                print(
+                    f"holds: {o.states} states, {o.transitions} transitions, depth {o.depth} "
+                    "(every interleaving within the world's bounds); no counterexample to show"
+                )
+            elif o.message and o.verdict != "not expressible":
+                print(f"{o.verdict}: {o.message}")
+            if o.scenario.script is not None:
+                sc = o.scenario.script
+                expected = [("step", x) for x in sc.steps] + [("journal", x) for x in sc.journal]
+                expected += [("absent", x) for x in sc.absent]
+                reason = f" ({sc.exit_reason})" if sc.exits != "none" else ""
+                head = f"scripted run (exits {sc.exits}{reason}, NMIs {sc.nmis}): {o.script_steps} steps"
+                if o.script_problems:
+                    print(f"{head}; observations that differ:")
+                    print("\n".join(f"  {p}" for p in o.script_problems))
+                else:
+                    how = "steps and journal in order, absent lines nowhere"
+                    print(f"{head}; all {len(expected)} expected observations as stated ({how})")
+                    print("\n".join(f"  {kind:<8} {x}" for kind, x in expected))
+            print()
+    differ = any(not o.matches for o in outcomes)
+    if args.json:
+        doc = []
+        for o in outcomes:
+            s = o.scenario
+            entry: dict[str, Any] = {
+                "id": s.id,
+                "title": s.title,
+                "hazards": list(s.hazards),
+                "source": s.source,
+                "note": s.note,
+                "expressible": s.expressible,
+            }
+            if not s.expressible:
+                entry["reason"] = s.reason
+            else:
+                entry.update(
+                    design=s.design,
+                    world=s.world_name,
+                    vendor=s.vendor,
+                    expected={
+                        "verdict": s.verdict,
+                        "property": s.prop or None,
+                        "properties": list(s.properties) or None,
+                        "restricted": s.restricted or None,
+                    },
+                    observed={
+                        "verdict": o.verdict,
+                        "property": o.prop or None,
+                        "message": o.message,
+                        "states": o.states,
+                        "seconds": round(o.seconds, 3),
+                        "script_problems": o.script_problems if s.script is not None else None,
+                    },
+                    matches=o.matches,
+                )
+                if args.trace and o.verdict == "violated" and o.result is not None and o.system is not None:
+                    entry["trace"] = trace_rows(o.system, o.result.states, o.result.records)
+            doc.append(entry)
+        json.dump({"schema": SCENARIOS_SCHEMA, "scenarios": doc}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.trace or len(outcomes) > 1:
+        print("\n".join(table(outcomes, st)))
+        print(summary(outcomes))
+    else:
+        print(summary(outcomes))
+    return 1 if differ else 0
+
+
 def _common_design_world(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
     p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
     p.add_argument("--design-file", metavar="FILE", help="a design file (.toml edits or .py)")
@@ -344,7 +447,8 @@ def register(sub: Any) -> None:
         description="Explore every reachable state of a design on one or more worlds and judge it against the "
         "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete.",
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
-        "  vpmu check --world my-world.toml --property no-warn --json",
+        "  vpmu check --world my-world.toml --property no-warn --json\n"
+        "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html",
         formatter_class=RAW,
     )
     _common_design_world(p)
@@ -354,6 +458,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
     p.add_argument("--full", action="store_true", help="print every register after every step")
     p.add_argument("--context", type=int, default=0, metavar="N", help="print only the last N steps of a trace")
+    p.add_argument(
+        "--html", metavar="OUT", help="write the first counterexample as an HTML timeline (vpmu trace render)"
+    )
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser(
@@ -409,7 +516,8 @@ def register(sub: Any) -> None:
         description="Run one schedule of a world: exits and NMIs scripted (every:K, at:A,B) or seeded random "
         "(random:P). Guest loops advance in bulk. Exit 1 if any observation differs from the reference.",
         epilog="examples:\n  vpmu simulate --world intel-long --exits every:10000\n"
-        "  vpmu simulate --vendor amd --exits random:0.01 --nmis random:0.001 --seed 7 --trace t.json",
+        "  vpmu simulate --vendor amd --exits random:0.01 --nmis random:0.001 --seed 7 --trace t.json\n"
+        "  vpmu simulate --vendor intel --exits every:3 --html sim.html",
         formatter_class=RAW,
     )
     _common_design_world(p)
@@ -421,9 +529,16 @@ def register(sub: Any) -> None:
         help="timer: preemption timer (KVM fastpath); interrupt: a host interrupt (full exit)",
     )
     p.add_argument("--nmis", default="none", metavar="PLAN", help="when unrelated NMIs arrive")
+    p.add_argument(
+        "--perf-ops",
+        default="none",
+        metavar="PLAN",
+        help="when another CPU disables, then re-enables, the first host event (perf IPI)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for random plans")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps")
     p.add_argument("--trace", metavar="FILE", help="write the trace as JSON (schema vpmu.trace/1)")
+    p.add_argument("--html", metavar="OUT", help="write the trace as an HTML timeline (vpmu trace render)")
     p.set_defaults(handler=cmd_simulate)
 
     p = sub.add_parser(
@@ -455,6 +570,23 @@ def register(sub: Any) -> None:
     p.add_argument("--world", metavar="NAME|FILE", help="build both for this world")
     p.add_argument("--vendor", choices=VENDORS, help="build both for this vendor's default world")
     p.set_defaults(handler=cmd_diff)
+
+    p = sub.add_parser(
+        "scenarios",
+        help="run the canned scenarios (App. C, hazards H1-H20, findings): expected vs observed",
+        description="Run the scenario catalog (vpmu/scenarios/catalog/): each scenario is a design, a world and the "
+        "verdict the checker must give (holds, a named property violated, or the world refused), some with a "
+        "scripted run and the observations it must show. Prints one row per scenario, then the scenarios the model "
+        "cannot express yet, with the reason. Exit 0: every verdict as expected; 1: one differs; 2: unknown id.",
+        epilog="examples:\n  vpmu scenarios\n  vpmu scenarios S5 --trace\n  vpmu scenarios S1-seed-amd H1 --trace "
+        "--context 12\n  vpmu scenarios --json",
+        formatter_class=RAW,
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="scenarios to run (default: all), e.g. S5 H3-late F1")
+    p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
+    p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
+    p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
+    p.set_defaults(handler=cmd_scenarios)
 
     p = sub.add_parser(
         "info",

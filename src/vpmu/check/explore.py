@@ -94,6 +94,8 @@ def check(
     last_report = start
     depth = 0
     reason = ""
+    finished = system.finished
+    finished_any = finished(init)
     try:
         while frontier and not found:
             if max_depth and depth >= max_depth and any(moves_of(s) for s in frontier):
@@ -123,6 +125,8 @@ def check(
                         else:
                             switches.append(base + (ctx != tctx))
                             nxt.append(t)
+                            if not finished_any and finished(t):
+                                finished_any = True
                     elif tid >= layer_start:
                         sw = base if system.violation(t) else base + (ctx != run_of[tid])
                         if sw < switches[tid]:
@@ -145,17 +149,28 @@ def check(
     stats.states = len(parent)
     stats.depth = depth if found or reason else depth - 1 if depth else 0
     stats.seconds = time.perf_counter() - start
-    if found:
-        best = min(found, key=lambda i: (switches[i], i))
+
+    def path_to(i: int) -> list[Move]:
         path: list[Move] = []
-        i = best
         while i > 0:
             path.append(via[i])
             i = parent[i]
         path.reverse()
-        return replay(system, path, stats)
+        return path
+
+    if found:
+        return replay(system, path_to(min(found, key=lambda i: (switches[i], i))), stats)
     if reason:
         return Result(INCOMPLETE, stats, reason=reason)
+    if not finished_any and "progress" in system.props:
+        # Every state was explored and none finishes: the run can only loop.
+        r = replay(system, path_to(len(parent) - 1), stats)
+        r.verdict, r.prop = VIOLATED, "progress"
+        r.message = (
+            "no schedule lets the vCPU task finish: every path loops; the trace reaches the last new "
+            "state of the loop (a PMI storm when a host event's period is shorter than its PMI handler)"
+        )
+        return r
     return Result(HOLDS, stats)
 
 

@@ -82,6 +82,11 @@ PROPERTIES: tuple[Property, ...] = (
         "H1, H5, H6; S13",
     ),
     Property(
+        "progress",
+        "some schedule lets the vCPU task (and so the guest program) run to completion",
+        "checker sanity: a world whose every path loops (e.g. a host PMI storm) proves nothing",
+    ),
+    Property(
         "no-warn",
         "no WARN_ON_ONCE fires (a WARN on a correct state is a finding: the seed's assertion on AMD)",
         "I8; seed thread (Sean 2025-11-19); §2.6",

@@ -17,11 +17,12 @@ Schedules, as text (``--exits``, ``--nmis``):
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
 from vpmu.check import properties as P
-from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, STEP, Move, StepRecord, System
+from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, PERF_OP, STEP, Move, StepRecord, System
 from vpmu.errors import VpmuError
 from vpmu.hw import virt as V
 from vpmu.hw.layout import State
@@ -67,26 +68,46 @@ class Plan:
             "random:P (0 < P <= 1)"
         )
 
-    def due(self, retired: int, last: int, rnd: random.Random) -> bool:
-        """Is an event due, ``retired`` guest instructions in, the last one at ``last`` (-1: none)?"""
-        if self.kind == "every":
-            return retired - max(last, 0) >= self.every
-        if self.kind == "at":
-            return any(last < p <= retired for p in self.at)
-        if self.kind == "random":
-            return rnd.random() < self.probability
-        return False
+    def timer(self, rnd: random.Random) -> Timer:
+        return Timer(self, rnd)
 
-    def room(self, retired: int, last: int) -> int | None:
-        """Guest instructions that may retire before the next planned event (None: unbounded)."""
-        if self.kind == "every":
-            return max(1, self.every - (retired - max(last, 0)))
-        if self.kind == "at":
-            later = [p - retired for p in self.at if p > retired]
-            return min(later) if later else None
-        if self.kind == "random":
-            return 1
-        return None
+
+class Timer:
+    """When a plan's next event is due, in guest instructions retired.
+
+    A random plan draws the gap to its next event from the geometric
+    distribution (probability P at each guest instruction), so loops still
+    advance in bulk between events.
+    """
+
+    def __init__(self, plan: Plan, rnd: random.Random) -> None:
+        self.plan, self.rnd = plan, rnd
+        self.points = list(plan.at)
+        self.next_at: int | None = None
+        self.fired(0, first=True)
+
+    def fired(self, retired: int, first: bool = False) -> None:
+        """Schedule the next event after one happened at ``retired``."""
+        plan = self.plan
+        if plan.kind == "every":
+            self.next_at = retired + plan.every
+        elif plan.kind == "at":
+            while self.points and (self.points[0] < retired or (not first and self.points[0] == retired)):
+                self.points.pop(0)
+            self.next_at = self.points[0] if self.points else None
+        elif plan.kind == "random":
+            u = 1.0 - self.rnd.random()  # in (0, 1]
+            gap = 0 if plan.probability >= 1 else int(math.log(u) / math.log(1.0 - plan.probability))
+            self.next_at = retired + 1 + gap
+        else:
+            self.next_at = None
+
+    def due(self, retired: int) -> bool:
+        return self.next_at is not None and retired >= self.next_at
+
+    def room(self, retired: int) -> int | None:
+        """Guest instructions that may retire before the next event (None: unbounded)."""
+        return None if self.next_at is None else max(1, self.next_at - retired)
 
 
 @dataclass
@@ -96,6 +117,7 @@ class SimResult:
     retired: int
     exits: int
     nmis: int
+    perf_ops: int
     violations: list[str] = field(default_factory=list)
     journal: list[tuple[str, str, int, int]] = field(default_factory=list)
     finished: bool = False
@@ -112,8 +134,13 @@ def simulate(
     reason: str = "timer",
     seed: int = 0,
     max_steps: int = 1_000_000,
+    perf_ops: Plan = Plan("none"),
 ) -> SimResult:
-    """Run one schedule to the end of the guest program (or ``max_steps``)."""
+    """Run one schedule to the end of the guest program (or ``max_steps``).
+
+    ``perf_ops`` plans host perf IPIs from another CPU that disable, then
+    re-enable, the world's first host event (perf_event_{disable,enable}()).
+    """
     if reason not in EXIT_REASONS:
         raise VpmuError(f"exit reason {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
     rnd = random.Random(seed)
@@ -122,12 +149,12 @@ def simulate(
     ghost.journal = []
     cpu = system.cpu
     retired = 0
-    last_exit = last_nmi = -1
-    n_exits = n_nmis = 0
+    n_exits = n_nmis = n_perf = 0
+    t_exit, t_nmi, t_perf = exits.timer(rnd), nmis.timer(rnd), perf_ops.timer(rnd)
 
     def chunk(s: list[int], ins: Instr) -> int:
         step = ins.step
-        room = [r for r in (exits.room(retired, last_exit), nmis.room(retired, last_nmi)) if r is not None]
+        room = [r for r in (t.room(retired) for t in (t_exit, t_nmi, t_perf)) if r is not None]
         limit = min(room) if room else s[step.arg]
         br = 1 if step.branch else 0
         for pmu, guest in ((cpu, True), (ghost.ref, True)):
@@ -148,14 +175,18 @@ def simulate(
         move: Move
         if (DELIVER, 0) in moves:
             move = (DELIVER, 0)
-        elif s[cpu.mode] and exits.due(retired, last_exit, rnd):
+        elif s[cpu.mode] and t_exit.due(retired):
             move = (ASYNC_EXIT, EXIT_REASONS[reason])
-            last_exit = retired
+            t_exit.fired(retired)
             n_exits += 1
-        elif not s[cpu.nmi_pending] and nmis.due(retired, last_nmi, rnd) and nmis.kind != "none":
+        elif not s[cpu.nmi_pending] and t_nmi.due(retired):
             move = (NMI, 0)
-            last_nmi = retired
+            t_nmi.fired(retired)
             n_nmis += 1
+        elif system.env.host_events and s[system.env.ipi_event] < 0 and t_perf.due(retired):
+            move = (PERF_OP, 0)
+            t_perf.fired(retired)
+            n_perf += 1
         else:
             move = (STEP, 0)
         s, rec = system.apply(s, move)
@@ -167,5 +198,5 @@ def simulate(
             seen_violation = v
     violations = [f"{P.by_index(seen_violation).name}: {ghost.message}"] if seen_violation else []
     return SimResult(
-        records, states, retired, n_exits, n_nmis, violations, ghost.journal or [], finished=system.finished(s)
+        records, states, retired, n_exits, n_nmis, n_perf, violations, ghost.journal or [], finished=system.finished(s)
     )

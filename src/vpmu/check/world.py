@@ -169,11 +169,14 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
             raise ConfigError(pre + "event", ev, f"allowed: {', '.join(M.EVENT_STREAMS)}", where)
         excl = _bool(et.get("exclude_guest", True), pre + "exclude_guest", where)
         if not excl:
-            # H14: perf refuses include-guest core events while a mediated VM exists (-EOPNOTSUPP).
+            # H14 (§2.2): the host's events exist before the VM, so perf_create_mediated_pmu()
+            # fails and KVM_CREATE_VCPU returns -EBUSY; the other order gets -EOPNOTSUPP.
             raise ConfigError(
                 pre + "exclude_guest",
                 False,
-                "a mediated vPMU excludes include-guest core events (perf returns -EOPNOTSUPP, H14); allowed: true",
+                'with an include-guest core event on the host, KVM_CREATE_VCPU fails with -EBUSY ("Failed to '
+                'enable mediated vPMU, try disabling system wide perf events and nmi_watchdog."); an event '
+                "created after the VM gets -EOPNOTSUPP (H14, §2.2); allowed: true",
                 where,
             )
         counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)

@@ -61,7 +61,7 @@ from vpmu.designs import DESIGNS
 from vpmu.errors import VpmuError
 
 VERDICTS = ("holds", "violated", "refused")
-ID_RE = re.compile(r"^(S|H|F)(\d+)(-[a-z0-9]+(?:-[a-z0-9]+)*)?$")
+ID_RE = re.compile(r"^(S|H|F)(\d+)(-[A-Za-z0-9]+)*$")
 HAZARD_RE = re.compile(r"^H(\d+)$")
 TOP_KEYS = (
     "id",
@@ -140,7 +140,7 @@ def sort_key(scenario_id: str) -> tuple[int, int, str]:
     m = ID_RE.match(scenario_id)
     if not m:
         return (9, 0, scenario_id)
-    return ("SHF".index(m.group(1)), int(m.group(2)), m.group(3) or "")
+    return ("SHF".index(m.group(1)), int(m.group(2)), scenario_id[m.end(2) :])
 
 
 def _err(where: str, msg: str) -> VpmuError:
@@ -317,11 +317,13 @@ class Catalog:
         """The scenarios with these ids, in the order given (all when empty)."""
         if not ids:
             return list(self.scenarios)
+        folded = {k.lower(): s for k, s in self.by_id.items()}
         out = []
         for i in ids:
-            if i not in self.by_id:
+            s = self.by_id.get(i) or folded.get(i.lower())
+            if s is None:
                 raise VpmuError(f"unknown scenario {i!r}; known scenarios: {', '.join(self.by_id)}")
-            out.append(self.by_id[i])
+            out.append(s)
         return out
 
 
