@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that define subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ("vpmu.commands", "vpmu.trace_commands")
+COMMAND_MODULES = ("vpmu.commands", "vpmu.trace_commands", "vpmu.conform_commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

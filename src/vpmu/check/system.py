@@ -97,6 +97,7 @@ class System:
         }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
         isa = self.isa = GuestIsa(env)
+        env.inject_gp = self._inject_gp
         try:
             gmain = assemble(env, isa, "guest_main", world.guest.program)
             rearm = []
@@ -123,6 +124,15 @@ class System:
         self.ghost.loaded_window = frozenset(window)
         self.ghost.task_pc = self.task_pc
         self._initial = self._boot(boot)
+
+    def _inject_gp(self, s: list[int], why: str) -> None:
+        """kvm_inject_gp() for an intercepted guest instruction: the guest's #GP fixup (if its
+        program declared one) skips the instruction, which does not retire."""
+        if not self.isa.fault_fixup(s, Fault("#GP", why)):
+            raise VpmuError(f"KVM injected #GP into the guest ({why}) and the guest program has no #GP fixup")
+        env = self.env
+        rip = env.guest_irq_rip if s[env.guest_irq_rip] >= 0 else env.guest_rip
+        s[rip] += 1
 
     def _put_checkpoints(self) -> frozenset[int]:
         out = set()
@@ -314,8 +324,11 @@ class System:
                     next_pc = ins.target
         except Fault as f:
             if guest:
-                raise VpmuError(f"guest instruction {ins.qualified} ({st.listing()}) faults: {f}") from None
-            ghost.warn(s, f"{ins.qualified}: unchecked MSR access error: {f}")
+                if not self.isa.fault_fixup(s, f):
+                    raise VpmuError(f"guest instruction {ins.qualified} ({st.listing()}) faults: {f}") from None
+                n_units = 0  # a faulting instruction does not retire; the guest's #GP fixup skips it
+            else:
+                ghost.warn(s, f"{ins.qualified}: unchecked MSR access error: {f}")
         for slot in ins.clear:
             s[slot] = 0
         # Advance the pc and retire the instruction in the mode it ran in.
@@ -325,8 +338,11 @@ class System:
                     pass  # the handler's iret cleared its rip
                 else:
                     s[pc_slot] = next_pc
-                if st.retire:
+                if st.retire and n_units:
                     branches = n_units if st.branch else 0
+                    if st.branch and st.period > 1:  # a loop body ending in a branch: count the group ends
+                        left = s[st.arg]
+                        branches = (left + n_units - 1) // st.period - (left - 1) // st.period
                     cpu.retire(s, True, st.ring, n_units, branches)
                     ghost.guest_retired(s, st.ring, n_units, branches)
             elif st.kind == IRET:

@@ -322,3 +322,42 @@ def get_design(name: str) -> Design:
         return DESIGNS[name]
     except KeyError:
         raise VpmuError(f"unknown design {name!r}; known designs: {', '.join(DESIGNS)}") from None
+
+
+# --- ablations added for the conformance suite (vpmu conform) ------------------------------------
+
+
+def _handle_exit_guest_selector(env: KernelEnv) -> Step:
+    """handle_exit, but an emulated selector write leaves eventsel_hw as the guest wrote it."""
+    from vpmu.hw import virt as V
+
+    base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
+    assert base.do is not None
+    base_do, cpu = base.do, env.cpu
+    sels = {env.GP_EVENTSEL(i): i for i in range(env.vcpu.num_gp)}
+    if cpu.cfg.amd:
+        sels.update({M.MSR_K7_EVNTSEL0 + i: i for i in range(min(4, env.vcpu.num_gp))})
+
+    def do(s: list[int]) -> None:
+        reason, msr, value = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
+        base_do(s)
+        if reason == V.EXIT_WRMSR and msr in sels:
+            s[env.pmc_eventsel_hw + sels[msr]] = value  # no GuestOnly=1 / HostOnly=0 stuffing
+
+    return Step(
+        "handle_exit",
+        "kvm_x86_call(handle_exit)(vcpu): emulate and skip; pmc->eventsel_hw = the guest's selector as written",
+        do,
+        source="H8 ablation (before v6 26/44)",
+    )
+
+
+NO_GUESTONLY_AMD = UPSTREAM.derive(
+    "no-guestonly-amd",
+    "H8 ablation: KVM does not force GuestOnly=1 / HostOnly=0 in the AMD hardware selector "
+    "(eventsel_hw is the guest's selector; the event filter still applies)",
+    [Edit("replace", "vcpu_enter_guest", "handle_exit", step=_handle_exit_guest_selector)],
+    source="kernel-mediated-pmu.md H8, §4.2; v6 26/44",
+    notes="A no-op on Intel. Unlike raw-eventsel, load still writes eventsel_hw, so the filter still works.",
+)
+DESIGNS[NO_GUESTONLY_AMD.name] = NO_GUESTONLY_AMD

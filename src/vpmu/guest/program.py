@@ -1,4 +1,4 @@
-"""Guest programs as data: a tiny assembly of PMU instructions, and a Linux-like PMI handler.
+"""Guest programs as data: a tiny assembly of PMU instructions, and the guest's PMI handler.
 
 A world (TOML) writes the guest's main program as a list of lines::
 
@@ -12,18 +12,40 @@ A world (TOML) writes the guest's main program as a list of lines::
       "hlt",
     ]
 
-Operations: ``wrmsr MSR VALUE``, ``rdmsr MSR``, ``rdpmc N`` (``fixedN`` for
-fixed counters), ``loop N [ring=0|3] [branches]``, ``cpuid``, ``lvtpc VALUE``,
-``tsc_deadline`` (a WRMSR KVM handles in its fastpath), ``hlt``.
-MSR names: EVTSELn, PMCn, PERFCTRn, FIXED_CTRn, FIXED_CTR_CTRL, GLOBAL_CTRL,
-GLOBAL_STATUS, GLOBAL_OVF_CTRL, LVTPC. Values are ``|``-joined numbers
-(decimal, hex, or negative for a counter preset ``-K``) and names (see
-:data:`VALUE_NAMES`).
+Operations:
+
+* ``wrmsr MSR VALUE``, ``rdmsr MSR`` (CPL0; a read leaves its value in ``$rax``);
+* ``rdpmc N [ring=0|3]`` (``fixedN`` for fixed counters, or an index expression
+  with ``RDPMC_FIXED`` / ``RDPMC_FAST``; ring 3 unless told);
+* ``loop N [ring=0|3] [branches | branch_every=P]`` — N plain instructions
+  (ring 3 unless told), every one a branch, or one branch ending each group of P
+  (a loop body: ``loop 10000000 ring=0 branch_every=10`` is a million
+  iterations of nine instructions and a LOOP);
+* ``mov VAR VALUE`` — one instruction: a guest variable takes a value;
+* ``cpuid``, ``lvtpc VALUE``, ``tsc_deadline`` (a WRMSR KVM handles in its
+  fastpath), ``hlt``;
+* ``check_irq VALUE`` (with the counting handler) — how many PMIs the handler took
+  since the last check; if any, the deferred part of the handler re-arms LVTPC with VALUE.
+
+Any access may end with a tag, ``@name``, by which a test runner refers to its
+outcome. Directives (no instruction): ``.gp_fixup`` installs a #GP handler that
+records the vector in ``$gp`` and skips the faulting instruction;
+``.pmi_handler count`` replaces the Linux-like PMI handler by one that only
+counts PMIs in ``$pmi`` (see :func:`pmi_handler`).
+
+MSR names: EVTSELn, PMCn, PERFCTRn, K7_EVTSELn (AMD), FIXED_CTRn,
+FIXED_CTR_CTRL, GLOBAL_CTRL, GLOBAL_STATUS, GLOBAL_OVF_CTRL, LVTPC, or a number.
+Values are expressions of numbers (decimal, hex), names (see
+:func:`value_names`), guest variables (``$rax``, ``$name``), ``~ - << >> + & ^ |``
+and parentheses; a negative value is a counter preset ``-K`` taken modulo the
+counter width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from vpmu.errors import VpmuError
 from vpmu.guest.isa import GuestIsa
@@ -63,6 +85,7 @@ def msr_index(env: KernelEnv, name: str) -> int:
             table[f"PMC{i}"] = M.MSR_F15H_PERF_CTR0 + 2 * i
             if i < 4:
                 table[f"PERFCTR{i}"] = M.MSR_K7_PERFCTR0 + i
+                table[f"K7_EVTSEL{i}"] = M.MSR_K7_EVNTSEL0 + i
     for j in range(env.vcpu.num_fixed):
         table[f"FIXED_CTR{j}"] = M.MSR_CORE_PERF_FIXED_CTR0 + j
     if intel:
@@ -86,8 +109,27 @@ def msr_index(env: KernelEnv, name: str) -> int:
         raise VpmuError(f"unknown MSR {name!r}; known names: {', '.join(sorted(table))}") from None
 
 
-def parse_value(env: KernelEnv, text: str) -> int:
-    """Evaluate a ``|``-joined value expression for this machine."""
+# --- values: constant expressions, or expressions over guest variables -----------------------
+
+
+@dataclass(frozen=True)
+class Value:
+    """A value operand: folded to ``const`` when it names no guest variable, else
+    evaluated when the instruction runs (``$rax`` is what the last read returned)."""
+
+    text: str
+    const: int | None
+    fn: Callable[[list[int]], int]
+
+    def listing(self) -> str:
+        return f"{self.const:#x}" if self.const is not None else self.text
+
+
+_TOKEN = re.compile(r"\s*(?:(0[xX][0-9a-fA-F]+|\d+)|(\$?[A-Za-z_][A-Za-z0-9_]*)|(<<|>>|[|&~+\-()^]))")
+
+
+def value_names(env: KernelEnv) -> dict[str, int]:
+    """The names a value may use on this machine."""
     vendor = "intel" if env.cpu.cfg.intel else "amd"
     names = dict(VALUE_NAMES)
     for stream, code in M.EVENT_ENCODINGS[vendor].items():
@@ -99,6 +141,338 @@ def parse_value(env: KernelEnv, text: str) -> int:
         names[f"FC{j}_OS"] = M.FIXED_OS << (4 * j)
         names[f"FC{j}_USR"] = M.FIXED_USR << (4 * j)
         names[f"FC{j}_PMI"] = M.FIXED_PMI << (4 * j)
+    return names
+
+
+def compile_value(env: KernelEnv, isa: GuestIsa | None, text: str) -> Value:
+    """Compile a value expression: numbers, names, ``$var`` (guest variables, with an
+    ISA), unary ``-`` and ``~``, binary ``<< >> + - & ^ |`` (C precedence), parentheses.
+
+    A negative result is a counter preset ``-K`` and is taken modulo the counter
+    width (the model's convention since the first worlds).
+    """
+    names = value_names(env)
+    tokens: list[tuple[str, str]] = []
+    pos, src = 0, text.strip()
+    while pos < len(src):
+        m = _TOKEN.match(src, pos)
+        if not m or m.end() == pos:
+            raise VpmuError(f"value {text!r}: cannot read {src[pos:]!r}")
+        pos = m.end()
+        num, name, op = m.groups()
+        tokens.append(("num", num) if num else ("name", name) if name else ("op", op))
+    if not tokens:
+        raise VpmuError("empty value")
+    uses_vars = False
+    gp_mask = env.cpu.gp_mask
+    Fn = Callable[[list[int]], int]
+    at = 0
+
+    def peek() -> tuple[str, str]:
+        return tokens[at] if at < len(tokens) else ("end", "")
+
+    def take() -> tuple[str, str]:
+        nonlocal at
+        at += 1
+        return tokens[at - 1]
+
+    def atom() -> Fn:
+        nonlocal uses_vars
+        kind, tok = take() if at < len(tokens) else ("end", "")
+        if kind == "num":
+            n = int(tok, 0)
+            return lambda s: n
+        if kind == "name":
+            if tok.startswith("$"):
+                if isa is None:
+                    raise VpmuError(f"value {text!r}: guest variables ({tok}) are not allowed here")
+                slot = isa.var(tok[1:])
+                uses_vars = True
+                return lambda s: s[slot]
+            if tok.upper() not in names:
+                raise VpmuError(f"unknown value {tok!r}; use numbers or: {', '.join(sorted(names))}")
+            n = names[tok.upper()]
+            return lambda s: n
+        if kind == "op" and tok == "(":
+            inner = binary(0)
+            if take() != ("op", ")"):
+                raise VpmuError(f"value {text!r}: missing ')'")
+            return inner
+        if kind == "op" and tok in "-~":
+            operand = atom()
+            return (lambda s: -operand(s)) if tok == "-" else (lambda s: ~operand(s))
+        raise VpmuError(f"value {text!r}: unexpected {tok or 'end'!r}")
+
+    levels = (("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"))
+
+    def binary(level: int) -> Fn:
+        if level == len(levels):
+            return atom()
+        left = binary(level + 1)
+        while peek()[0] == "op" and peek()[1] in levels[level]:
+            op = take()[1]
+            right = binary(level + 1)
+            left = _combine(op, left, right)
+        return left
+
+    fn = binary(0)
+    if at != len(tokens):
+        raise VpmuError(f"value {text!r}: unexpected {tokens[at][1]!r}")
+
+    def value(s: list[int]) -> int:
+        v = fn(s)
+        return v & gp_mask if v < 0 else v
+
+    const = None if uses_vars else value([])
+    return Value(text.strip(), const, value)
+
+
+def _combine(op: str, a: Callable[[list[int]], int], b: Callable[[list[int]], int]) -> Callable[[list[int]], int]:
+    if op == "|":
+        return lambda s: a(s) | b(s)
+    if op == "^":
+        return lambda s: a(s) ^ b(s)
+    if op == "&":
+        return lambda s: a(s) & b(s)
+    if op == "<<":
+        return lambda s: a(s) << b(s)
+    if op == ">>":
+        return lambda s: a(s) >> b(s)
+    if op == "+":
+        return lambda s: a(s) + b(s)
+    return lambda s: a(s) - b(s)
+
+
+def parse_value(env: KernelEnv, text: str) -> int:
+    """Evaluate a constant value expression for this machine."""
+    v = compile_value(env, None, text)
+    assert v.const is not None
+    return v.const
+
+
+# --- assembling a program -------------------------------------------------------------------
+
+OPS = ("wrmsr", "rdmsr", "rdpmc", "loop", "mov", "cpuid", "lvtpc", "check_irq", "tsc_deadline", "hlt")
+DIRECTIVES = (".gp_fixup", ".pmi_handler")
+HANDLERS = ("linux", "count")
+
+
+def assemble(env: KernelEnv, isa: GuestIsa, name: str, lines: Sequence[str], where: str = "guest.program") -> Function:
+    """Turn program lines into a guest function (the main program ends with ``hlt``)."""
+    steps: list[Step] = []
+    count: dict[str, int] = {}
+    tags: set[str] = set()
+    for n, raw in enumerate(lines):
+        words = raw.split()
+        if not words:
+            raise VpmuError(f"{where}[{n}]: empty instruction")
+        op = words[0].lower()
+        try:
+            if op.startswith("."):
+                _directive(isa, op, words[1:])
+                continue
+            tag = ""
+            if len(words) > 1 and words[-1].startswith("@"):
+                tag = words.pop()[1:]
+                if not tag or tag in tags:
+                    raise VpmuError(f"tag {'@' + tag!r} is empty or used twice")
+                tags.add(tag)
+            k = count.get(op, 0)
+            count[op] = k + 1
+            steps.extend(_instruction(env, isa, op, words[1:], f"{op}{k}", name, tag))
+        except VpmuError as e:
+            raise VpmuError(f"{where}[{n}] {raw!r}: {e}") from None
+    if not steps or steps[-1].label.rstrip("0123456789") != "hlt":
+        steps.extend(_instruction(env, isa, "hlt", [], "hlt_end", name, ""))
+    return Function(name, tuple(steps), doc="The guest's main program.", source="world")
+
+
+def _directive(isa: GuestIsa, op: str, args: list[str]) -> None:
+    if op == ".gp_fixup" and not args:
+        isa.gp_fixup = True
+        isa.var("gp")
+    elif op == ".pmi_handler" and len(args) == 1 and args[0] in HANDLERS:
+        isa.pmi_handler = args[0]
+    else:
+        raise VpmuError(
+            f"unknown directive {' '.join([op, *args])!r}; allowed: .gp_fixup, .pmi_handler {'|'.join(HANDLERS)}"
+        )
+
+
+def _options(op: str, args: list[str], allowed: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Split ``key=value`` options (and bare flags) from positional operands."""
+    pos: list[str] = []
+    opts: dict[str, str] = {}
+    for a in args:
+        key, eq, val = a.partition("=")
+        if key in allowed and (eq or key == "branches"):
+            opts[key] = val
+        elif eq or a in allowed:
+            raise VpmuError(f"unknown {op} option {a!r}; allowed: {', '.join(allowed)}")
+        else:
+            pos.append(a)
+    return pos, opts
+
+
+def _ring(op: str, opts: dict[str, str], default: int) -> int:
+    if "ring" not in opts:
+        return default
+    if opts["ring"] not in ("0", "3"):
+        raise VpmuError(f"{op} option ring={opts['ring']} is not allowed; allowed: ring=0, ring=3")
+    return int(opts["ring"])
+
+
+def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label: str, fn: str, tag: str) -> list[Step]:
+    def need(n: int) -> None:
+        if len(args) != n:
+            raise VpmuError(f"{op} takes {n} operand(s), got {len(args)}")
+
+    at = f" @{tag}" if tag else ""
+    if op == "wrmsr":
+        need(2)
+        msr, value = msr_index(env, args[0]), compile_value(env, isa, args[1])
+        if value.const is not None:
+            v = value.const
+
+            def write(s: list[int]) -> None:
+                isa.tag = tag
+                isa.wrmsr(s, msr, v)
+
+        else:
+            vf = value.fn
+
+            def write(s: list[int]) -> None:
+                isa.tag = tag
+                isa.wrmsr(s, msr, vf(s))
+
+        return [Step(label, f"wrmsr({args[0]}, {value.listing()}){at}", write)]
+    if op == "rdmsr":
+        need(1)
+        msr = msr_index(env, args[0])
+
+        def read(s: list[int]) -> None:
+            isa.tag = tag
+            isa.rdmsr(s, msr)
+
+        return [Step(label, f"rdmsr({args[0]}){at}", read)]
+    if op == "rdpmc":
+        pos, opts = _options(op, args, ("ring",))
+        if len(pos) != 1:
+            raise VpmuError(f"rdpmc takes 1 operand(s), got {len(pos)}")
+        a = pos[0].lower()
+        ecx = M.RDPMC_FIXED | int(a[5:]) if a.startswith("fixed") and a[5:].isdigit() else _rdpmc_index(env, pos[0])
+        ring = _ring(op, opts, 3)
+
+        def rdpmc(s: list[int]) -> None:
+            isa.tag = tag
+            isa.rdpmc(s, ecx, ring)
+
+        return [Step(label, f"rdpmc({pos[0]}){at}", rdpmc, ring=ring)]
+    if op == "loop":
+        pos, opts = _options(op, args, ("ring", "branches", "branch_every"))
+        if not pos:
+            raise VpmuError("loop takes a count: loop N [ring=0|3] [branches | branch_every=P]")
+        if len(pos) > 1:
+            raise VpmuError(f"unknown loop option {pos[1]!r}; allowed: ring=0, ring=3, branches, branch_every=P")
+        try:
+            n = int(pos[0], 0)
+        except ValueError:
+            raise VpmuError(f"loop count {pos[0]!r} is not a number") from None
+        if n < 1:
+            raise VpmuError(f"loop count {n} must be at least 1")
+        ring = _ring(op, opts, 3)
+        branches, period = "branches" in opts, 1
+        if "branch_every" in opts:
+            try:
+                period = int(opts["branch_every"], 0)
+            except ValueError:
+                period = 0
+            if period < 1 or n % period:
+                raise VpmuError(f"loop branch_every={opts['branch_every']}: must be a divisor of the count {n}")
+            branches = True
+        slot = env.layout.field(f"guest.{fn}.{label}.left", "guest", init=n, fmt="int")
+        if not branches:
+            what = ""
+        elif period == 1:
+            what = " (each a branch)"
+        else:
+            what = f" ({n // period} iterations of {period}, each ending in a branch)"
+        return [
+            Step(
+                label,
+                f"{n} instructions at CPL{ring}{what}",
+                kind=LOOP,
+                ring=ring,
+                branch=branches,
+                period=period,
+                arg=slot,
+            )
+        ]
+    if op == "mov":
+        need(2)
+        if not args[0].isidentifier() or args[0] in ("rax", "gp", "pmi"):
+            raise VpmuError(f"mov: {args[0]!r} is not a variable name (an identifier other than rax, gp, pmi)")
+        dest, value = isa.var(args[0]), compile_value(env, isa, args[1])
+        vf = value.fn
+
+        def mov(s: list[int]) -> None:
+            s[dest] = vf(s)
+
+        return [Step(label, f"{args[0]} = {value.listing()}", mov)]
+    if op == "cpuid":
+        need(0)
+        return [Step(label, "cpuid", lambda s: isa.exit(s, V.EXIT_CPUID))]
+    if op == "lvtpc":
+        need(1)
+        value_c = parse_value(env, args[0])
+
+        def lvt(s: list[int]) -> None:
+            isa.tag = tag
+            isa.lvtpc_write(s, value_c)
+
+        return [Step(label, f"apic_write(APIC_LVTPC, {M.lvtpc_str(value_c)}){at}", lvt)]
+    if op == "check_irq":
+        need(1)
+        if isa.pmi_handler != "count":
+            raise VpmuError("check_irq needs the counting PMI handler: put '.pmi_handler count' first")
+        rearm = parse_value(env, args[0])
+        pmi, seen = isa.var("pmi"), isa.var("irq_seen")
+
+        def check(s: list[int]) -> None:
+            n = s[pmi]
+            s[seen], s[pmi] = n, 0
+            if isa.probe is not None:
+                isa.probe.irq_check(s, tag, n)
+
+        def ack(s: list[int]) -> None:
+            isa.tag = ""
+            isa.lvtpc_write(s, rearm)
+
+        return [
+            Step(label, f"irq = irq_received; irq_received = 0{at}", check),
+            Step(
+                f"{label}_handler",
+                f"apic_write(APIC_LVTPC, {M.lvtpc_str(rearm)})",
+                ack,
+                when=lambda s: bool(s[seen]),
+                when_text="irq",
+            ),
+        ]
+    if op == "tsc_deadline":
+        need(0)
+        return [Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)", lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))]
+    if op == "hlt":
+        need(0)
+        return [Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))]
+    raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
+
+
+def _rdpmc_index(env: KernelEnv, text: str) -> int:
+    names = {"RDPMC_FIXED": M.RDPMC_FIXED, "RDPMC_FAST": M.RDPMC_FAST}
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
     total = 0
     for tok in text.split("|"):
         tok = tok.strip()
@@ -106,103 +480,10 @@ def parse_value(env: KernelEnv, text: str) -> int:
             total |= names[tok.upper()]
             continue
         try:
-            n = int(tok, 0)
+            total |= int(tok, 0)
         except ValueError:
-            raise VpmuError(f"unknown value {tok!r}; use numbers or: {', '.join(sorted(names))}") from None
-        total |= n & env.cpu.gp_mask if n < 0 else n
+            raise VpmuError(f"rdpmc index {text!r}: use fixedN, numbers, RDPMC_FIXED, RDPMC_FAST") from None
     return total
-
-
-def assemble(env: KernelEnv, isa: GuestIsa, name: str, lines: Sequence[str], where: str = "guest.program") -> Function:
-    """Turn program lines into a guest function (the main program ends with ``hlt``)."""
-    steps: list[Step] = []
-    count: dict[str, int] = {}
-    for n, raw in enumerate(lines):
-        words = raw.split()
-        if not words:
-            raise VpmuError(f"{where}[{n}]: empty instruction")
-        op = words[0].lower()
-        k = count.get(op, 0)
-        count[op] = k + 1
-        label = f"{op}{k}"
-        try:
-            steps.append(_instruction(env, isa, op, words[1:], label, name))
-        except VpmuError as e:
-            raise VpmuError(f"{where}[{n}] {raw!r}: {e}") from None
-    if not steps or steps[-1].label.rstrip("0123456789") != "hlt":
-        steps.append(_instruction(env, isa, "hlt", [], "hlt_end", name))
-    return Function(name, tuple(steps), doc="The guest's main program.", source="world")
-
-
-OPS = ("wrmsr", "rdmsr", "rdpmc", "loop", "cpuid", "lvtpc", "tsc_deadline", "hlt")
-
-
-def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label: str, fn: str) -> Step:
-    def need(n: int) -> None:
-        if len(args) != n:
-            raise VpmuError(f"{op} takes {n} operand(s), got {len(args)}")
-
-    if op == "wrmsr":
-        need(2)
-        msr, value = msr_index(env, args[0]), parse_value(env, args[1])
-        return Step(label, f"wrmsr({args[0]}, {value:#x})", lambda s: isa.wrmsr(s, msr, value))
-    if op == "rdmsr":
-        need(1)
-        msr = msr_index(env, args[0])
-
-        def read(s: list[int]) -> None:
-            isa.rdmsr(s, msr)
-
-        return Step(label, f"rdmsr({args[0]})", read)
-    if op == "rdpmc":
-        need(1)
-        a = args[0].lower()
-        ecx = M.RDPMC_FIXED | int(a[5:]) if a.startswith("fixed") else int(a, 0)
-
-        def rdpmc(s: list[int]) -> None:
-            isa.rdpmc(s, ecx, 3)
-
-        return Step(label, f"rdpmc({args[0]})", rdpmc, ring=3)
-    if op == "loop":
-        if not args:
-            raise VpmuError("loop takes a count: loop N [ring=0|3] [branches]")
-        try:
-            n = int(args[0], 0)
-        except ValueError:
-            raise VpmuError(f"loop count {args[0]!r} is not a number") from None
-        if n < 1:
-            raise VpmuError(f"loop count {n} must be at least 1")
-        ring, branches = 3, False
-        for a in args[1:]:
-            if a in ("ring=0", "ring=3"):
-                ring = int(a[5:])
-            elif a == "branches":
-                branches = True
-            else:
-                raise VpmuError(f"unknown loop option {a!r}; allowed: ring=0, ring=3, branches")
-        slot = env.layout.field(f"guest.{fn}.{label}.left", "guest", init=n, fmt="int")
-        return Step(
-            label,
-            f"{n} instructions at CPL{ring}" + (" (each a branch)" if branches else ""),
-            kind=LOOP,
-            ring=ring,
-            branch=branches,
-            arg=slot,
-        )
-    if op == "cpuid":
-        need(0)
-        return Step(label, "cpuid", lambda s: isa.exit(s, V.EXIT_CPUID))
-    if op == "lvtpc":
-        need(1)
-        value = parse_value(env, args[0])
-        return Step(label, f"apic_write(APIC_LVTPC, {M.lvtpc_str(value)})", lambda s: isa.lvtpc_write(s, value))
-    if op == "tsc_deadline":
-        need(0)
-        return Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)", lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))
-    if op == "hlt":
-        need(0)
-        return Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))
-    raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
 
 
 def pmi_handler(
@@ -210,12 +491,15 @@ def pmi_handler(
 ) -> Function:
     """The guest's PMI handler, shaped like Linux's (§3.1): Intel-compatible guests
     unmask LVTPC at the chosen ack point; AMD guests never write LVTPC (F-2.6).
+    A program that declared ``.pmi_handler count`` gets :func:`counting_pmi_handler`.
 
     ``enable`` is the GLOBAL_CTRL value the handler restores; ``rearm`` lists
     (MSR, value) counter presets written back after the overflow is acked.
     """
     if ack not in ACKS:
         raise VpmuError(f"guest.ack = {ack!r} is not allowed; allowed: {', '.join(ACKS)}")
+    if isa.pmi_handler == "count":
+        return counting_pmi_handler(env, isa)
     gc = msr_index(env, "GLOBAL_CTRL")
     gs = msr_index(env, "GLOBAL_STATUS")
     clr = msr_index(env, "GLOBAL_OVF_CTRL")
@@ -274,3 +558,34 @@ def _guest_wrmsr(isa: GuestIsa, msr: int, value: int) -> Action:
         isa.wrmsr(s, msr, value)
 
     return do
+
+
+def counting_pmi_handler(env: KernelEnv, isa: GuestIsa) -> Function:
+    """kvm-unit-tests' handler as a test that measures with interrupts disabled sees it.
+
+    x86/pmu.c measures with RFLAGS.IF = 0, so its handler (count the PMI, unmask
+    LVTPC, EOI) runs at ``check_irq()``, after the counters are stopped. The model
+    has no guest RFLAGS.IF: KVM injects a PMI at the next VM-entry and a native CPU
+    takes it at once. So the PMI is taken when raised, by a handler that only counts
+    it in ``$pmi`` and retires no instruction; ``check_irq`` later reads the count and
+    does the rest (the LVTPC write). Natively and virtualized alike.
+    """
+    pmi = isa.var("pmi")
+
+    def count(s: list[int]) -> None:
+        s[pmi] += 1
+
+    def iret(s: list[int]) -> None:
+        s[env.guest_irq_rip] = -1
+        if s[env.virr]:  # another PMI is pending: KVM asked for an interrupt window
+            env.cpu.vmexit(s, V.EXIT_IRQ_WINDOW)
+
+    return Function(
+        "guest_pmi_handler",
+        (
+            Step("count", "irq_received++ (the rest runs at check_irq)", count, retire=False),
+            Step("iret", "iret", iret, kind=IRET, retire=False),
+        ),
+        doc="Counts PMIs; LVTPC is re-armed by check_irq (a measurement runs with IF = 0).",
+        source="kvm-unit-tests x86/pmu.c cnt_overflow(), check_irq()",
+    )

@@ -12,8 +12,10 @@ properties, the simulator's report. The kernel does not know who listens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
 from vpmu.hw.virt import Cpu
@@ -77,6 +79,10 @@ class Observer:
         """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
 
 
+def _unhandled_gp(s: list[int], why: str) -> None:
+    raise VpmuError(f"KVM injected #GP into the guest ({why}) and the guest program has no #GP fixup")
+
+
 @dataclass
 class KernelEnv:
     """Host kernel state slots and the machine they run on."""
@@ -86,8 +92,13 @@ class KernelEnv:
     vcpu: VcpuSpec
     host_events: tuple[HostEvent, ...] = ()
     obs: Observer = field(default_factory=Observer)
+    #: How the guest takes a #GP KVM injects (kvm_inject_gp): set by whoever runs the guest.
+    #: The default treats it as an error in the guest program.
+    inject_gp: Callable[[list[int], str], None] = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.inject_gp is None:
+            self.inject_gp = _unhandled_gp
         L, cfg = self.layout, self.cpu.cfg
         # perf core / x86 per-CPU state (§2.3, §2.4)
         self.cpuc_enabled = L.field("perf.cpuc_enabled", "host", init=1, fmt="bool")

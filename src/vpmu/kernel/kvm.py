@@ -163,6 +163,39 @@ def skip_emulated_instruction(env: KernelEnv, s: list[int]) -> None:
     kvm_pmu_incr_counter(env, s, s[env.cpu.exit_cpl])
 
 
+def kvm_pmu_msr_valid(env: KernelEnv, msr: int, write: bool) -> bool:
+    """Is ``msr`` one the vCPU has (kvm_pmu_is_valid_msr() plus the x2APIC LVTPC and TSC
+    deadline the guest programs use)? An intercepted access to anything else gets #GP.
+    Reserved-bit checks on valid MSRs are not modelled (docs/fidelity.md)."""
+    cfg, v = env.cpu.cfg, env.vcpu
+    if msr in (M.MSR_X2APIC_LVTPC, MSR_IA32_TSC_DEADLINE):
+        return True
+    valid: set[int] = set()
+    for i in range(v.num_gp):
+        valid |= {env.GP_EVENTSEL(i), env.GP_COUNTER(i)}
+        if cfg.intel:
+            valid.add(M.MSR_IA32_PERFCTR0 + i)
+        elif i < 4:
+            valid |= {M.MSR_K7_EVNTSEL0 + i, M.MSR_K7_PERFCTR0 + i}
+    valid |= {env.FIXED_COUNTER(j) for j in range(v.num_fixed)}
+    if cfg.intel:
+        if v.num_fixed:
+            valid.add(M.MSR_CORE_PERF_FIXED_CTR_CTRL)
+        # The guest is shown PMU v2 (§2.1): no STATUS_SET; GLOBAL_STATUS is read-only.
+        valid |= {M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
+        if not write:
+            valid.add(M.MSR_CORE_PERF_GLOBAL_STATUS)
+    elif cfg.pmu_version == "perfmonv2":
+        valid |= {
+            M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
+            M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR,
+            M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET,
+        }
+        if not write:
+            valid.add(M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS)
+    return msr in valid
+
+
 def emulated_rdmsr(env: KernelEnv, s: list[int], msr: int) -> int:
     """kvm_pmu_get_msr() for an intercepted access with the PMU put (§5.4)."""
     cfg = env.cpu.cfg
@@ -670,7 +703,9 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
 
     def handle_exit(s: list[int]) -> None:
         reason, qual, data = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
-        if reason == V.EXIT_WRMSR:
+        if reason in (V.EXIT_WRMSR, V.EXIT_RDMSR) and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR):
+            env.inject_gp(s, f"{'WRMSR' if reason == V.EXIT_WRMSR else 'RDMSR'} {qual:#x}: not a vCPU MSR")
+        elif reason == V.EXIT_WRMSR:
             emulated_wrmsr(env, s, qual, data)
             skip_emulated_instruction(env, s)
         elif reason == V.EXIT_RDMSR:
@@ -679,6 +714,10 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
             skip_emulated_instruction(env, s)
         elif reason == V.EXIT_RDPMC:
             idx = qual & ~M.RDPMC_FIXED
+            limit = env.vcpu.num_fixed if qual & M.RDPMC_FIXED else env.vcpu.num_gp
+            if qual & M.RDPMC_FAST or idx >= limit:  # kvm_rdpmc_ecx_to_pmc() fails: #GP (F-1.11.2)
+                env.inject_gp(s, f"RDPMC {qual:#x}: no such counter")
+                return
             value = s[env.fixed_counter + idx] if qual & M.RDPMC_FIXED else s[env.pmc_counter + idx]
             s[env.guest_rax] = value
             env.obs.guest_read(s, "rdpmc", qual, value)

@@ -58,6 +58,9 @@ class Step:
     branch: bool = False
     source: str = ""
     arg: int = -1  # LOOP: the state slot holding the instructions left
+    #: LOOP with ``branch``: one instruction in every ``period`` is a branch (the last of each
+    #: group, like the LOOP at the end of a loop body); 1: every instruction is a branch.
+    period: int = 1
 
     def listing(self) -> str:
         """The step as a line of kernel-like code: ``if (cond) text; goto label``.

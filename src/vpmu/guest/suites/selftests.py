@@ -1,0 +1,539 @@
+"""KVM selftests ``pmu_counters_test`` and ``pmu_event_filter_test`` as guest programs
+(pmu-test-suites.md §8.1, §8.2).
+
+``pmu_counters_test`` is Intel-only. Its measured sequence (GUEST_MEASURE_EVENT)
+is modelled instruction by instruction: the enabling WRMSR, MOV $10 to ECX, ten
+iterations of ENTER, CLFLUSH, MFENCE, MOV, LEAVE, LOOP (one branch each), MOV,
+XOR, XOR and the disabling WRMSR — NUM_INSNS_RETIRED = 10 * 6 + 5 = 65
+instructions (the enabling WRMSR counted, the disabling one not) and
+NUM_BRANCH_INSNS_RETIRED = 10 branches. For a GP counter the control MSR is the
+event selector (always intercepted: KVM emulates and counts the enabling WRMSR,
+§5.6); for a fixed counter it is PERF_GLOBAL_CTRL (passed through).
+
+The host iterates guest CPUID configurations (PMU version 0-5, PERF_CAPABILITIES,
+the EBX event mask and length, fewer GP or fixed counters). The model has no
+guest CPUID: the vCPU always has the host's counters at version 2 (KVM's cap).
+So each test runs in the one configuration the model has, once with
+PERF_CAPABILITIES.FW_WRITES (counters through IA32_A_PMCx) and once without
+(through IA32_PERFCTRx); the reduced-counter configurations are listed as not
+expressible (their #GP expectations need KVM's emulated-access #GP, which the
+model's KVM does not inject).
+"""
+
+from __future__ import annotations
+
+from vpmu.guest.suites import (
+    Case,
+    Check,
+    Omission,
+    Program,
+    Vm,
+    eq,
+    faults,
+    ne,
+    no_fault,
+    skipped,
+)
+from vpmu.guest.suites.machines import HOST_EVENTS, MACHINES, vcpu
+from vpmu.hw import msr as M
+
+NUM_LOOPS = 10
+NUM_BRANCH_INSNS_RETIRED = NUM_LOOPS
+NUM_INSNS_PER_LOOP = 6  # ENTER, CLFLUSH(OPT)/NOP, MFENCE, MOV, LEAVE, LOOP
+NUM_EXTRA_INSNS = 5  # MOV $10 to ECX, MOV back, two XORs, one WRMSR
+NUM_INSNS_RETIRED = NUM_LOOPS * NUM_INSNS_PER_LOOP + NUM_EXTRA_INSNS  # 65
+MAX_NR_GP_COUNTERS = 8
+MAX_NR_FIXED_COUNTERS = 3
+FIXED_PMC_KERNEL = 1
+NUM_BRANCHES = 42  # pmu_event_filter_test
+
+NO_CACHE = "the model has no caches: LLC references and misses count nothing"
+NO_TOPDOWN = "the model has no top-down (slots) events: they count nothing"
+
+#: The 13 Intel architectural events (§1.8): (name, raw encoding, fixed twin or -1, assertion).
+ARCH_EVENTS: tuple[tuple[str, int, int, str], ...] = (
+    ("cpu-cycles", 0x003C, 1, "ne0"),
+    ("instructions", 0x00C0, 0, "insns"),
+    ("reference-cycles", 0x013C, 2, "ne0"),
+    ("llc-references", 0x4F2E, -1, "cache"),
+    ("llc-misses", 0x412E, -1, "cache"),
+    ("branches", 0x00C4, -1, "branches"),
+    ("branch-mispredicts", 0x00C5, -1, ""),
+    ("topdown-slots", 0x01A4, 3, "slots"),
+    ("topdown-be-bound", 0x02A4, -1, "ne0-td"),
+    ("topdown-bad-spec", 0x0073, -1, ""),
+    ("topdown-fe-bound", 0x019C, -1, "ne0-td"),
+    ("topdown-retiring", 0x02C2, -1, "slots"),
+    ("lbr-inserts", 0x01E4, -1, ""),
+)
+
+
+def measured(ctrl_msr: str, value: str) -> list[str]:
+    """GUEST_MEASURE_EVENT(ctrl_msr, value, "clflush"): 65 instructions, 10 branches."""
+    return [
+        f"wrmsr {ctrl_msr} {value}",
+        "loop 1 ring=0",  # mov $10, %ecx
+        f"loop {NUM_LOOPS * NUM_INSNS_PER_LOOP} ring=0 branch_every={NUM_INSNS_PER_LOOP}",  # enter..loop 1b
+        "loop 3 ring=0",  # mov %edi,%ecx; xor %eax,%eax; xor %edx,%edx
+        f"wrmsr {ctrl_msr} 0",
+    ]
+
+
+def _event_checks(name: str, kind: str, tag: str) -> list[Check]:
+    """guest_assert_event_count()'s switch on the event (the host supports all 13)."""
+    if kind == "insns":
+        return [eq(f"{name}: count", tag, NUM_INSNS_RETIRED)]
+    if kind == "branches":
+        return [eq(f"{name}: count", tag, NUM_BRANCH_INSNS_RETIRED)]
+    if kind == "ne0":
+        return [ne(f"{name}: count", tag, 0)]
+    if kind == "cache":
+        return [skipped(f"{name}: count", "!= 0", NO_CACHE, tag)]
+    if kind == "ne0-td":
+        return [skipped(f"{name}: count", "!= 0", NO_TOPDOWN, tag)]
+    if kind == "slots":
+        return [skipped(f"{name}: count", f">= {NUM_INSNS_RETIRED}", NO_TOPDOWN, tag)]
+    return []  # no count check for this event
+
+
+def _test_event(
+    name: str, kind: str, rdpmc: str, pmc_msr: str, ctrl: str, value: str, tag: str
+) -> tuple[list[str], list[Check]]:
+    """GUEST_TEST_EVENT(): zero the counter, measure, then guest_assert_event_count()."""
+    lines = [f"wrmsr {pmc_msr} 0", *measured(ctrl, value)]
+    lines += [
+        f"rdpmc {rdpmc} ring=0 @{tag}",
+        f"loop {NUM_LOOPS} ring=0 branches",  # loop . (sanity: a disabled counter does not count)
+        f"rdpmc {rdpmc} ring=0 @{tag}-after",
+        f"wrmsr {pmc_msr} 0xdead",
+        f"rdpmc {rdpmc} ring=0 @{tag}-dead",
+    ]
+    checks = _event_checks(name, kind, tag)
+    checks += [
+        Check(f"{name}: unchanged while disabled", "== count", (tag, f"{tag}-after"), lambda a, b: a == b),
+        eq(f"{name}: reads 0xdead back", f"{tag}-dead", 0xDEAD),
+    ]
+    return lines, checks
+
+
+def arch_event_program(fw: bool, events: tuple[int, ...], one_counter: bool = False) -> tuple[Program, list[Check]]:
+    """guest_test_arch_events() for the given event indices (all GP counters, or idx % 8 only)."""
+    nr_gp, nr_fixed = MACHINES["intel"].num_gp, MACHINES["intel"].num_fixed
+    base = "PMC" if fw else "PERFCTR"
+    prog = Program()
+    checks: list[Check] = []
+    for idx in events:
+        name, raw, twin, kind = ARCH_EVENTS[idx]
+        counters = [idx % nr_gp] if one_counter else range(nr_gp)
+        for i in counters:
+            prog.add(f"wrmsr EVTSEL{i} 0", f"wrmsr GLOBAL_CTRL {1 << i:#x}")
+            lines, cks = _test_event(
+                f"{name} gp{i}", kind, str(i), f"{base}{i}", f"EVTSEL{i}", f"OS|EN|{raw:#x}", f"{name}-gp{i}"
+            )
+            prog.extend(lines)
+            checks += cks
+        if twin < 0 or twin >= nr_fixed:
+            continue  # no fixed twin, or one this (v2) guest does not enumerate (fixed counter 3)
+        prog.add(f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * twin:#x}")
+        lines, cks = _test_event(
+            f"{name} fixed{twin}",
+            kind,
+            f"fixed{twin}",
+            f"FIXED_CTR{twin}",
+            "GLOBAL_CTRL",
+            f"{1 << (M.FIXED_IDX_BASE + twin):#x}",
+            f"{name}-fixed{twin}",
+        )
+        prog.extend(lines)
+        checks += cks
+    return prog, checks
+
+
+def _intel_case(name: str, title: str, section: str, vms: tuple[Vm, ...], checks: list[Check], **kw: object) -> Case:
+    return Case(
+        suite=kw.pop("suite", "counters"),  # type: ignore[arg-type]
+        name=name,
+        vendor=kw.pop("vendor", "intel"),  # type: ignore[arg-type]
+        title=title,
+        source=f"pmu-test-suites.md §{section}",
+        machine=MACHINES[str(kw.pop("machine", "intel"))],
+        host_events=HOST_EVENTS,
+        vms=vms,
+        checks=tuple(checks),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_arch_events(fw: bool) -> Case:
+    all_events = tuple(range(len(ARCH_EVENTS)))
+    prog, checks = arch_event_program(fw, all_events)
+    sweep = []
+    for idx in all_events:  # the sweep: one counter per event (as the multi-vCPU variant picks one)
+        p, _ = arch_event_program(fw, (idx,), one_counter=True)
+        sweep.append(Vm(ARCH_EVENTS[idx][0], vcpu("intel"), p.done()))
+    return _intel_case(
+        f"test_arch_events[{'fw' if fw else 'legacy'}]",
+        "13 architectural events on every GP counter and their fixed twins: 65 / 10, disabled, 0xdead",
+        "8.1.1",
+        (Vm("", vcpu("intel"), prog.done()),),
+        checks,
+        sweep=tuple(sweep),
+        notes=(
+            "One guest configuration (version 2, all counters); the host's CPUID matrix (versions, EBX mask and "
+            "length) is not modelled: the model has no guest CPUID, and events are never refused for their "
+            "enumeration (§12.14).",
+        ),
+    )
+
+
+def _rd_wr_counters(base: str, nr_possible: int, nr: int, fixed: bool) -> tuple[list[str], list[Check]]:
+    """guest_rd_wr_counters() for counters that exist (i < nr)."""
+    lines: list[str] = []
+    checks: list[Check] = []
+    for i in range(nr_possible):
+        if i >= nr:
+            continue  # not reached: the model's vCPU has every counter the test probes
+        msr = f"{base}{i}"
+        idx = f"RDPMC_FIXED|{i}" if fixed else str(i)
+        t = f"{'fixed' if fixed else 'gp'}{i}"
+        lines += [
+            f"wrmsr {msr} 0xffff @wr-{t}",
+            f"rdmsr {msr} @rd-{t}",
+            f"rdpmc {idx} ring=0 @rdpmc-{t}",
+            f"rdpmc RDPMC_FAST|{idx} ring=0 @fast-{t}",
+            f"wrmsr {msr} 0 @wr0-{t}",
+        ]
+        checks += [
+            no_fault(f"WRMSR({msr}, 0xffff)", f"wr-{t}"),
+            eq(f"RDMSR({msr})", f"rd-{t}", 0xFFFF),
+            eq(f"RDPMC({idx})", f"rdpmc-{t}", 0xFFFF),
+            faults(f"RDPMC({idx}|FAST) #GP", f"fast-{t}"),
+            no_fault(f"WRMSR({msr}, 0)", f"wr0-{t}"),
+        ]
+    return lines, checks
+
+
+def test_gp_counters(fw: bool) -> Case:
+    nr = MACHINES["intel"].num_gp
+    prog = Program(".gp_fixup", "rdmsr GLOBAL_CTRL @global-ctrl")
+    checks: list[Check] = [eq("PERF_GLOBAL_CTRL after RESET == GENMASK(nr_gp - 1, 0)", "global-ctrl", (1 << nr) - 1)]
+    lines, cks = _rd_wr_counters("PMC" if fw else "PERFCTR", MAX_NR_GP_COUNTERS, nr, False)
+    prog.extend(lines)
+    checks += cks
+    vm = Vm("", vcpu("intel"), prog.done())
+    return _intel_case(
+        f"test_gp_counters[{'fw' if fw else 'legacy'}]",
+        "GP counter MSRs and RDPMC: write/read 0xffff, fast RDPMC #GP, reset PERF_GLOBAL_CTRL",
+        "8.1.2",
+        (vm,),
+        checks,
+        notes=(f"nr_gp_counters = {nr} (the host's); fewer counters in guest CPUID is not expressible.",),
+    )
+
+
+def test_fixed_counters() -> Case:
+    nr = MACHINES["intel"].num_fixed
+    prog = Program(".gp_fixup")
+    lines, checks = _rd_wr_counters("FIXED_CTR", MAX_NR_FIXED_COUNTERS, nr, True)
+    prog.extend(lines)
+    for i in range(MAX_NR_FIXED_COUNTERS):
+        prog.add(
+            f"wrmsr FIXED_CTR{i} 0",
+            f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * i:#x}",
+            f"wrmsr GLOBAL_CTRL {1 << (M.FIXED_IDX_BASE + i):#x}",
+            f"loop {NUM_LOOPS} ring=0 branches",  # loop .
+            "wrmsr GLOBAL_CTRL 0",
+            f"rdmsr FIXED_CTR{i} @count-fixed{i}",
+        )
+        checks.append(ne(f"fixed counter {i} counts", f"count-fixed{i}", 0))
+    return _intel_case(
+        "test_fixed_counters",
+        "fixed counter MSRs and RDPMC; each fixed counter counts a loop",
+        "8.1.3",
+        (Vm("", vcpu("intel"), prog.done()),),
+        checks,
+        notes=(f"nr_fixed_counters = {nr} (the host's), bitmask 0 (v2 guest: the bitmask needs v5).",),
+    )
+
+
+# --- pmu_event_filter_test ---------------------------------------------------------------------------
+
+#: base_event_filter: Intel's architectural events plus AMD Zen's branches retired (event selects).
+BASE_FILTER = (0x3C, 0xC0, 0x3C, 0x2E, 0x2E, 0xC4, 0xC5, 0xA4, 0xC2)
+
+
+def _filter_program(vendor: str) -> tuple[Program, list[Check]]:
+    """intel_guest_code() / amd_guest_code(): the sanity check, then one measurement."""
+    prog = Program()
+    checks: list[Check] = []
+
+    def check_msr(msr: str, bits: int, tag: str) -> None:
+        prog.add(
+            f"rdmsr {msr} @{tag}-0",
+            f"mov v $rax^{bits:#x}",
+            f"wrmsr {msr} $v",
+            f"rdmsr {msr} @{tag}-1",
+            f"mov v $v^{bits:#x}",
+            f"wrmsr {msr} $v",
+            f"rdmsr {msr} @{tag}-2",
+        )
+        checks.extend(
+            [
+                Check(f"sanity {msr} flipped", "reads back", (f"{tag}-0", f"{tag}-1"), lambda a, b: b == a ^ bits),
+                Check(f"sanity {msr} restored", "reads back", (f"{tag}-0", f"{tag}-2"), lambda a, b: b == a),
+            ]
+        )
+
+    if vendor == "intel":
+        check_msr("GLOBAL_CTRL", 1, "sanity-gc")
+        check_msr("EVTSEL0", 0xFFFF, "sanity-sel")
+        check_msr("PMC0", 0xFFFF, "sanity-pmc")
+        prog.add(
+            "wrmsr GLOBAL_CTRL 0",
+            "wrmsr EVTSEL0 EN|OS|0xC4",
+            "wrmsr EVTSEL1 EN|OS|0xC0",
+            "wrmsr GLOBAL_CTRL 0x3",
+        )
+        br, ir = "PMC0", "PMC1"
+    else:
+        check_msr("K7_EVTSEL0", 0xFFFF, "sanity-sel")
+        check_msr("PERFCTR0", 0xFFFF, "sanity-pmc")
+        prog.add(
+            "wrmsr K7_EVTSEL0 0",
+            "wrmsr K7_EVTSEL0 EN|OS|0xC2",
+            "wrmsr K7_EVTSEL1 EN|OS|0xC0",  # PerfCntrGlobalCtl keeps its reset value (GP bits set)
+        )
+        br, ir = "PERFCTR0", "PERFCTR1"
+    prog.add(
+        f"rdmsr {br} @branches-0",
+        f"rdmsr {ir} @instructions-0",
+        f"loop {NUM_BRANCHES} ring=0 branches",  # loop .
+        f"rdmsr {br} @branches-1",
+        f"rdmsr {ir} @instructions-1",
+    )
+    return prog, checks
+
+
+def _delta(a: int | None, b: int | None) -> int:
+    assert a is not None and b is not None
+    return b - a
+
+
+def _counting(counting: bool) -> list[Check]:
+    if counting:
+        return [
+            Check("branches retired != 0", "delta != 0", ("branches-0", "branches-1"), lambda a, b: _delta(a, b) != 0),
+            Check(
+                "instructions retired != 0",
+                "delta != 0",
+                ("instructions-0", "instructions-1"),
+                lambda a, b: _delta(a, b) != 0,
+            ),
+        ]
+    return [
+        Check("branches retired == 0", "delta == 0", ("branches-0", "branches-1"), lambda a, b: _delta(a, b) == 0),
+        Check(
+            "instructions retired == 0",
+            "delta == 0",
+            ("instructions-0", "instructions-1"),
+            lambda a, b: _delta(a, b) == 0,
+        ),
+    ]
+
+
+def _guest_events(vendor: str) -> tuple[int, ...]:
+    return (0xC4, 0xC0) if vendor == "intel" else (0xC2, 0xC0)
+
+
+def filter_case(vendor: str, name: str, action: str, events: tuple[int, ...], counting: bool, title: str) -> Case:
+    """One filter (a fresh VM): the model's filter is a deny list of event selects. A deny list
+    is given as is; an allow list A as the guest's own events that A does not contain."""
+    mine = _guest_events(vendor)
+    if action == "deny":
+        deny = tuple(e for e in events if e in mine or e > 0xFF)
+    elif action == "allow":
+        deny = tuple(e for e in mine if e not in events)
+    else:
+        deny = ()
+    prog, checks = _filter_program(vendor)
+    checks += _counting(counting)
+    return _intel_case(
+        name,
+        title,
+        "8.2",
+        (Vm("", vcpu(vendor, deny_events=deny), prog.done()),),
+        checks,
+        suite="filter",
+        vendor=vendor,
+        machine=vendor,
+        notes=(
+            f"filter {action} {[hex(e) for e in events]} as the model's deny list {[hex(e) for e in deny]}; "
+            "each filter is a fresh VM (the test changes the filter between runs of one VM, KVM_REQ_PMU, which "
+            "the model's static filter does not express); the native reference is a CPU on which the denied "
+            "events count nothing.",
+        ),
+    )
+
+
+def _remove(events: tuple[int, ...], *gone: int) -> tuple[int, ...]:
+    return tuple(e for e in events if e not in gone)
+
+
+def filter_cases(vendor: str) -> list[Case]:
+    out = []
+    if vendor == "amd":
+        out.append(
+            filter_case(vendor, "test_amd_deny_list", "deny", (0x1C2,), True, "deny event 0x1C2: 0xC2 still counts")
+        )
+    not_member = _remove(BASE_FILTER, 0xC0, 0xC4, 0xC2)
+    out += [
+        filter_case(vendor, "test_without_filter", "none", (), True, "no filter: counting"),
+        filter_case(vendor, "test_member_deny_list", "deny", BASE_FILTER, False, "deny the base list: not counting"),
+        filter_case(vendor, "test_member_allow_list", "allow", BASE_FILTER, True, "allow the base list: counting"),
+        filter_case(vendor, "test_not_member_deny_list", "deny", not_member, True, "deny others: counting"),
+        filter_case(vendor, "test_not_member_allow_list", "allow", not_member, False, "allow others: not counting"),
+    ]
+    if vendor == "intel":
+        out += [fixed_counter_bitmap(idx) for idx in range(MACHINES["intel"].num_fixed)]
+    return out
+
+
+def fixed_counter_bitmap(idx: int) -> Case:
+    """test_fixed_counter_bitmap() for fixed counter ``idx``: one VM per filter."""
+    nr = MACHINES["intel"].num_fixed
+    prog = Program(
+        "wrmsr GLOBAL_CTRL 0",
+        f"wrmsr FIXED_CTR{idx} 0",
+        f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * idx:#x}",
+        f"wrmsr GLOBAL_CTRL {1 << (M.FIXED_IDX_BASE + idx):#x}",
+        f"loop {NUM_BRANCHES} ring=0 branches",
+        "wrmsr GLOBAL_CTRL 0",
+        f"rdmsr FIXED_CTR{idx} @count",
+    ).done()
+    vms = [Vm("no filter", vcpu("intel"), tuple(p.replace("@count", "@count-none") for p in prog))]
+    checks: list[Check] = [ne("no filter: counts", "count-none", 0)]
+    for i in range(1 << nr):
+        bitmap = 1 << i
+        allowed = {j for j in range(nr) if bitmap >> j & 1}
+        for action, events in (("allow", ()), ("deny", ()), ("allow", BASE_FILTER), ("deny", BASE_FILTER)):
+            # A fixed-counter bitmap takes priority over the event list; the program programs no GP event.
+            deny_fixed = tuple(sorted(set(range(nr)) - allowed)) if action == "allow" else tuple(sorted(allowed))
+            label = f"{action} bitmap {bitmap:#x}{' + events' if events else ''}"
+            tag = f"count-{action}-{bitmap:#x}{'-ev' if events else ''}"
+            vms.append(
+                Vm(label, vcpu("intel", deny_fixed=deny_fixed), tuple(p.replace("@count", f"@{tag}") for p in prog))
+            )
+            counts = (idx in allowed) == (action == "allow")
+            checks.append(ne(f"{label}: counts", tag, 0) if counts else eq(f"{label}: does not count", tag, 0))
+    # The step sweep: without a filter, and with the bitmap holding idx, allowed and denied.
+    own = [vm for vm in vms if vm.label in ("no filter", f"allow bitmap {1 << idx:#x}", f"deny bitmap {1 << idx:#x}")]
+    return _intel_case(
+        f"test_fixed_counter_bitmap[{idx}]",
+        f"fixed counter {idx} under allow/deny fixed-counter bitmaps, with and without the event list",
+        "8.2",
+        tuple(vms),
+        checks,
+        suite="filter",
+        sweep=tuple(own),
+        notes=("each filter is a fresh VM; the fixed bitmap is the model's deny_fixed list.",),
+    )
+
+
+def cases() -> list[Case]:
+    return [
+        test_arch_events(True),
+        test_arch_events(False),
+        test_gp_counters(True),
+        test_gp_counters(False),
+        test_fixed_counters(),
+        *filter_cases("intel"),
+        *filter_cases("amd"),
+    ]
+
+
+GAP_GP = (
+    "the model's KVM injects #GP for MSRs and RDPMC indices the vCPU does not have, but not for reserved bits of "
+    "MSRs it has, and it has no PERF_CAPABILITIES or PERFCTR0/1 quirks (kvm_pmu_{get,set}_msr checks beyond "
+    "validity are not modelled)"
+)
+OMISSIONS = [
+    Omission(
+        "counters",
+        "pmu_counters_test (all)",
+        "amd",
+        "n/a",
+        "the test requires an Intel host (§8.1; AMD port unmerged, §9.4)",
+    ),
+    Omission(
+        "counters",
+        "test_arch_events: FEP variant",
+        "intel",
+        "not expressible",
+        "KVM's forced-emulation prefix (software-emulated ENTER/LEAVE/LOOP/MOV/XOR) is not modelled",
+    ),
+    Omission(
+        "counters",
+        "test_arch_events: CPUID matrix (versions 0-5, EBX mask/length)",
+        "intel",
+        "not expressible",
+        "the model has no guest CPUID; the guest is always version 2 with the host's counters",
+    ),
+    Omission(
+        "counters",
+        "test_arch_events: LLC, top-down counts",
+        "intel",
+        "not expressible",
+        f"{NO_CACHE}; {NO_TOPDOWN} (their 'disabled' and 0xdead sanity checks are run)",
+    ),
+    Omission(
+        "counters",
+        "test_gp_counters / test_fixed_counters with fewer counters than the host",
+        "intel",
+        "not expressible",
+        "not ported yet: the #GP probes of absent counters need a vCPU with fewer counters than the host and "
+        "the PERFCTR0/1 quirk below; KVM's #GP for absent counters is modelled (tests/test_conform_guest.py)",
+    ),
+    Omission(
+        "counters",
+        "test_gp_counters: legacy PERFCTR0/1 quirk (writes dropped, reads 0)",
+        "intel",
+        "not expressible",
+        "a KVM quirk for absent counters, reachable only with fewer counters than the host (see above)",
+    ),
+    Omission(
+        "filter",
+        "masked events (test_masked_events)",
+        "both",
+        "not expressible",
+        "MEM_INST_RETIRED / LS_DISPATCH events and masked filter entries are not modelled",
+    ),
+    Omission(
+        "filter",
+        "test_filter_ioctl, test_pmu_config_disable",
+        "both",
+        "not expressible",
+        "host ioctl validation and a VM without a PMU are not guest programs",
+    ),
+    Omission(
+        "filter",
+        "test_fixed_counter_bitmap",
+        "amd",
+        "n/a",
+        "Intel fixed counters only",
+    ),
+    Omission(
+        "selftests",
+        "vmx_pmu_caps_test",
+        "intel",
+        "not expressible",
+        f"PERF_CAPABILITIES is read-only to the guest (#GP on write): {GAP_GP}; the host-side KVM_SET_MSR checks "
+        "are not guest programs",
+    ),
+    Omission(
+        "selftests",
+        "svm_pmu_host_guest_test",
+        "amd",
+        "not expressible",
+        "needs nested SVM (an L1 that sets EFER.SVME and runs L2); the model's guest does not virtualize",
+    ),
+]
