@@ -32,7 +32,7 @@ from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.layout import Layout, State
 from vpmu.hw.virt import Cpu
-from vpmu.kernel import kvm, perf
+from vpmu.kernel import kvm
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Instr, Program, compile_program
 
@@ -88,7 +88,6 @@ class System:
         self.chunk: Callable[[list[int], Instr], int] = lambda s, ins: 1
 
         fns = design.build(env)
-        self.functions = fns
         self.task = compile_program(fns, ENTRIES["task"])
         self.nmi = compile_program(fns, ENTRIES["nmi"])
         self.irq_programs = {
@@ -370,9 +369,3 @@ class System:
     def violation(self, s: State) -> int:
         return s[self.ghost.violation]
 
-
-def make_system(design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> System:
-    return System(design, world, properties)
-
-
-__all__ = ["ASYNC_EXIT", "DELIVER", "NMI", "STEP", "StepRecord", "System", "make_system", "perf"]
