@@ -13,6 +13,7 @@ import json
 import re
 import tomllib
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -424,3 +425,13 @@ def test_s2_hostonly_is_the_svme_off_policy() -> None:
     assert s.world is not None
     world = replace(s.world, machine=replace(s.world.machine, svme_off_filter="apm"))
     assert run(replace(s, world=world, verdict="holds", prop="")).verdict == "holds"
+
+
+def test_html_writes_the_first_counterexample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s13.html"
+    assert main(["scenarios", "S5", "S13", "--html", str(out)]) == 0
+    assert "scenario S13: timeline of lvtpc-first-running" in capsys.readouterr().err
+    assert "<svg" in out.read_text(encoding="utf-8")
+    assert main(["scenarios", "S5", "--html", str(tmp_path / "none.html")]) == 0
+    assert "no counterexample among the scenarios run" in capsys.readouterr().err
+    assert not (tmp_path / "none.html").exists()

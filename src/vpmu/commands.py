@@ -63,12 +63,41 @@ def _worlds(args: argparse.Namespace) -> list[Any]:
     return [resolve_world(DEFAULT_WORLDS[v]) for v in vendors]
 
 
+def check_entry(system: Any, result: Any) -> dict[str, Any]:
+    """One result of a vpmu.check/1 document (docs/json-schema.md)."""
+    from vpmu.report.trace import trace_rows
+
+    entry: dict[str, Any] = {
+        "design": system.design.name,
+        "world": system.world.name,
+        "vendor": system.world.machine.vendor,
+        "verdict": result.verdict,
+        "states": result.stats.states,
+        "transitions": result.stats.transitions,
+        "depth": result.stats.depth,
+        "seconds": round(result.stats.seconds, 3),
+        "properties": list(system.props),
+        "violation": None,
+    }
+    if result.reason:
+        entry["incomplete_reason"] = result.reason
+    if result.verdict == "violated":
+        entry["violation"] = {
+            "property": result.prop,
+            "description": result.description,
+            "source": result.source,
+            "message": result.message,
+            "trace": trace_rows(system, result.states, result.records),
+        }
+    return entry
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from vpmu.check import properties as P
     from vpmu.check.explore import check
     from vpmu.check.system import System
     from vpmu.report.text import Style, counterexample, progress_printer, summary_table, use_color
-    from vpmu.report.trace import CHECK_SCHEMA, trace_rows
+    from vpmu.report.trace import CHECK_SCHEMA
 
     for name in args.property or []:
         P.get(name)
@@ -92,29 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = 1
         elif result.verdict == "incomplete" and status == 0:
             status = 3
-        entry: dict[str, Any] = {
-            "design": design.name,
-            "world": world.name,
-            "vendor": world.machine.vendor,
-            "verdict": result.verdict,
-            "states": result.stats.states,
-            "transitions": result.stats.transitions,
-            "depth": result.stats.depth,
-            "seconds": round(result.stats.seconds, 3),
-            "properties": list(system.props),
-            "violation": None,
-        }
-        if result.reason:
-            entry["incomplete_reason"] = result.reason
-        if result.verdict == "violated":
-            entry["violation"] = {
-                "property": result.prop,
-                "description": result.description,
-                "source": result.source,
-                "message": result.message,
-                "trace": trace_rows(system, result.states, result.records),
-            }
-        out_json.append(entry)
+        out_json.append(check_entry(system, result))
         if not args.json and result.verdict == "violated" and not args.no_trace:
             print(st.bold(f"{design.name} on {world.name}: counterexample ({len(result.records)} steps)"))
             print("\n".join(counterexample(system, result, st, last=args.context, full=args.full)))
@@ -380,6 +387,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
                     print("\n".join(f"  {kind:<8} {x}" for kind, x in expected))
             print()
     differ = any(not o.matches for o in outcomes)
+    if args.html:
+        _scenario_html(outcomes, args.html)
     if args.json:
         doc = []
         for o in outcomes:
@@ -426,6 +435,19 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     else:
         print(summary(outcomes))
     return 1 if differ else 0
+
+
+def _scenario_html(outcomes: list[Any], out: str) -> None:
+    """--html: the timeline of the first chosen scenario that has a counterexample."""
+    from vpmu.report.html import write_html
+    from vpmu.report.trace import CHECK_SCHEMA
+
+    for o in outcomes:
+        if o.verdict == "violated" and o.result is not None and o.system is not None:
+            doc = {"schema": CHECK_SCHEMA, "results": [check_entry(o.system, o.result)]}
+            sys.stderr.write(f"vpmu: scenario {o.scenario.id}: {write_html(doc, out, 'vpmu scenarios')}\n")
+            return
+    sys.stderr.write(f"vpmu: no counterexample among the scenarios run: {out} not written\n")
 
 
 def _common_design_world(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
@@ -586,6 +608,7 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
     p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
+    p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
     p.set_defaults(handler=cmd_scenarios)
 
     p = sub.add_parser(

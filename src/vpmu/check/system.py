@@ -368,4 +368,3 @@ class System:
     # -- helpers for reports -------------------------------------------------------------------------
     def violation(self, s: State) -> int:
         return s[self.ghost.violation]
-
