@@ -45,30 +45,22 @@ def _v5_load_lvtpc(env: KernelEnv) -> Step:
 
 
 def _v5_load_flag(env: KernelEnv) -> Step:
-    flag = env.guest_lvtpc_loaded
-
-    def do(s: list[int]) -> None:
-        s[flag] = 1
-
-    return Step(
+    return perf.flag_step(
         "arch_set_flag",
+        env.guest_lvtpc_loaded,
+        1,
         "__this_cpu_write(x86_guest_ctx_loaded, true)",
-        do,
-        source="B.5; v5 09/44 (order inferred, as in v6)",
+        "B.5; v5 09/44 (order inferred, as in v6)",
     )
 
 
 def _v5_put_flag(env: KernelEnv) -> Step:
-    flag = env.guest_lvtpc_loaded
-
-    def do(s: list[int]) -> None:
-        s[flag] = 0
-
-    return Step(
+    return perf.flag_step(
         "arch_clear_flag",
+        env.guest_lvtpc_loaded,
+        0,
         "arch_perf_put_guest_context(): __this_cpu_write(x86_guest_ctx_loaded, false)",
-        do,
-        source="B.5; v5 09/44 (order inferred, as in v6)",
+        "B.5; v5 09/44 (order inferred, as in v6)",
     )
 
 

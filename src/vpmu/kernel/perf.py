@@ -99,7 +99,8 @@ def _sched_in(env: KernelEnv) -> Step:
     )
 
 
-def _flag(label: str, slot: int, value: int, text: str, source: str) -> Step:
+def flag_step(label: str, slot: int, value: int, text: str, source: str) -> Step:
+    """A step that sets a per-CPU flag (a kernel variable) to ``value``."""
     def do(s: list[int]) -> None:
         s[slot] = value
 
@@ -122,7 +123,7 @@ def perf_load_guest_context(env: KernelEnv) -> Function:
             _x86_pmu_disable(env),
             _sched_out(env),
             _x86_pmu_enable(env),
-            _flag("set_loaded", loaded, 1, "__this_cpu_write(guest_ctx_loaded, true)", "§2.3 step 8"),
+            flag_step("set_loaded", loaded, 1, "__this_cpu_write(guest_ctx_loaded, true)", "§2.3 step 8"),
         ),
         doc="Schedule out every host event of the core PMU (they are all exclude_guest).",
         source="§2.3",
@@ -145,7 +146,7 @@ def perf_put_guest_context(env: KernelEnv) -> Function:
             _x86_pmu_disable(env),
             _sched_in(env),
             _x86_pmu_enable(env),
-            _flag("clear_loaded", loaded, 0, "__this_cpu_write(guest_ctx_loaded, false)", "§2.3 put step 6"),
+            flag_step("clear_loaded", loaded, 0, "__this_cpu_write(guest_ctx_loaded, false)", "§2.3 put step 6"),
         ),
         doc="Re-schedule host events and re-enable the PMU.",
         source="§2.3",
@@ -168,7 +169,7 @@ def perf_load_guest_lvtpc(env: KernelEnv) -> Function:
                 write,
                 source="§2.4",
             ),
-            _flag("set_flag", env.guest_lvtpc_loaded, 1, "__this_cpu_write(guest_lvtpc_loaded, true)", "§2.4"),
+            flag_step("set_flag", env.guest_lvtpc_loaded, 1, "__this_cpu_write(guest_lvtpc_loaded, true)", "§2.4"),
         ),
         doc="Route PMIs to the mediated vector 0xF5, mirroring the guest's mask bit.",
         source="§2.4 (tip 560ac136f25d)",
@@ -180,7 +181,7 @@ def perf_put_guest_lvtpc(env: KernelEnv) -> Function:
     return Function(
         "perf_put_guest_lvtpc",
         (
-            _flag("clear_flag", env.guest_lvtpc_loaded, 0, "__this_cpu_write(guest_lvtpc_loaded, false)", "§2.4"),
+            flag_step("clear_flag", env.guest_lvtpc_loaded, 0, "__this_cpu_write(guest_lvtpc_loaded, false)", "§2.4"),
             Step(
                 "write_lvtpc",
                 "apic_write(APIC_LVTPC, APIC_DM_NMI)",
