@@ -237,6 +237,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     exits, nmis = Plan.parse(args.exits, "--exits"), Plan.parse(args.nmis, "--nmis")
     perf_plan = Plan.parse(args.perf_ops, "--perf-ops")
+    if args.max_steps < 1:
+        raise VpmuError(f"--max-steps = {args.max_steps} is not allowed; allowed: an integer >= 1")
     design = _design(args)
     worlds = _worlds(args)
     if len(worlds) != 1:

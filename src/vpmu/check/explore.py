@@ -132,7 +132,7 @@ def check(
                         if sw < switches[tid]:
                             # Same BFS depth, fewer context switches: prefer this parent.
                             parent[tid], via[tid], switches[tid] = sid, m, sw
-                if max_states is not None and len(parent) >= max_states:
+                if max_states is not None and len(parent) > max_states:
                     reason = f"state cap reached ({max_states} states)"
                     raise _Stop
                 if progress is not None:

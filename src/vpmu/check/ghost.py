@@ -312,6 +312,16 @@ class Ghost(Observer):
         if bad:
             self.fail(s, "clean-after-put", "guest state left in hardware after put: " + ", ".join(bad))
 
+    def after_put_end(self, s: list[int]) -> None:
+        """I5's LVTPC part, at the end of kvm_mediated_pmu_put (v5 restores it inside perf's
+        context put): PMIs are routed to the host NMI again. The mask bit is not judged: a host
+        PMI raised in perf's last steps auto-masks it until perf's handler acks (Intel)."""
+        lvt = s[self.cpu.lvtpc]
+        if lvt & M.APIC_DM_MASK != M.APIC_DM_NMI:
+            self.fail(
+                s, "clean-after-put", f"after put LVTPC = {M.lvtpc_str(lvt)}: PMIs still go to the guest's vector"
+            )
+
     def after_load(self, s: list[int]) -> None:
         """I6: at the end of kvm_mediated_pmu_load."""
         env, cpu = self.env, self.cpu

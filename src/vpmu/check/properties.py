@@ -22,8 +22,9 @@ class Property:
 PROPERTIES: tuple[Property, ...] = (
     Property(
         "lvtpc-written-while-enabled",
-        "load/put rewrite LVTPC only while PERF_GLOBAL_CTRL is 0",
-        "I1; H1; PeterZ 2025-08-18 (seed thread)",
+        "load/put rewrite LVTPC only after their own code (and VM transitions) left PERF_GLOBAL_CTRL at 0",
+        "I1 as an ordering of the design's code; H1; PeterZ 2025-08-18 (seed thread). An interrupt handler that "
+        "re-enables the PMU in between is judged by lvtpc-route-consistent and no-guest-counting-in-host",
     ),
     Property(
         "lvtpc-route-consistent",

@@ -53,7 +53,7 @@ class Plan:
                 return Plan("every", every=k)
             if kind == "at":
                 pts = tuple(sorted(int(x) for x in arg.split(",") if x))
-                if any(p < 0 for p in pts):
+                if not pts or any(p < 0 for p in pts):
                     raise ValueError
                 return Plan("at", at=pts)
             if kind == "random":

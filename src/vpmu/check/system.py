@@ -113,8 +113,7 @@ class System:
         self.functions = {**fns, "guest_main": gmain, "guest_pmi_handler": handler}
 
         # Checkpoints for I5/I6 and the loaded window for I9, in the task program.
-        self.after_load_pcs = frozenset(end for _, end in self.task.spans("kvm_mediated_pmu_load"))
-        self.after_put_pcs = self._put_checkpoints()
+        self.checkpoints = self._checkpoints()
         window: set[int] = set()
         for (_, load_end), (put_start, _) in zip(
             self.task.spans("kvm_mediated_pmu_load"), self.task.spans("kvm_mediated_pmu_put"), strict=False
@@ -133,12 +132,19 @@ class System:
         rip = env.guest_irq_rip if s[env.guest_irq_rip] >= 0 else env.guest_rip
         s[rip] += 1
 
-    def _put_checkpoints(self) -> frozenset[int]:
-        out = set()
+    def _checkpoints(self) -> dict[int, list[tuple[int, Callable[[list[int]], None]]]]:
+        """pc -> [(first pc of the span, check)]: a check runs when the task steps from inside its
+        span to the pc (falling through or jumping), not when it arrives from elsewhere (the
+        fastpath's goto vmenter lands on the end of load without having run it)."""
+        out: dict[int, list[tuple[int, Callable[[list[int]], None]]]] = {}
+        ghost = self.ghost
+        for start, end in self.task.spans("kvm_mediated_pmu_load"):
+            out.setdefault(end, []).append((start, ghost.after_load))
         for start, end in self.task.spans("kvm_mediated_pmu_put"):
             inner = [a for a, _ in self.task.spans("perf_put_guest_context") if start <= a < end]
-            out.add(inner[0] if inner else end)
-        return frozenset(out)
+            out.setdefault(inner[0] if inner else end, []).append((start, ghost.after_put))
+            out.setdefault(end, []).append((start, ghost.after_put_end))
+        return out
 
     # -- initial state ---------------------------------------------------------------------
     def _boot(self, boot: Program) -> State:
@@ -254,13 +260,11 @@ class System:
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)
-        if kind == STEP and ctx == TASK:
-            pc = s[self.task_pc]
-            if pc == state[self.task_pc] + 1:  # fell through into a checkpoint
-                if pc in self.after_load_pcs:
-                    ghost.after_load(s)
-                if pc in self.after_put_pcs:
-                    ghost.after_put(s)
+        if kind == STEP and ctx == TASK and s[self.task_pc] in self.checkpoints:
+            prev = state[self.task_pc]
+            for start, judge in self.checkpoints[s[self.task_pc]]:
+                if start <= prev < s[self.task_pc]:
+                    judge(s)
         new = tuple(s)
         if not s[ghost.violation] and self.finished(new) and not self._deliverable(new):
             ghost.terminal(s)

@@ -100,6 +100,7 @@ def msr_index(env: KernelEnv, name: str) -> int:
             GLOBAL_CTRL=M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
             GLOBAL_STATUS=M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS,
             GLOBAL_OVF_CTRL=M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR,
+            GLOBAL_STATUS_SET=M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET,
         )
     if up in table:
         return table[up]

@@ -244,6 +244,8 @@ def emulated_wrmsr(env: KernelEnv, s: list[int], msr: int, value: int) -> None:
             s[cpu.vmcs_guest_pgc] = value
     elif msr in (M.MSR_CORE_PERF_GLOBAL_OVF_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR):
         s[env.pmu_global_status] &= ~value
+    elif msr == M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_SET:  # PerfMonV2 guests only (kvm_pmu_msr_valid)
+        s[env.pmu_global_status] |= value & cpu.gp_bits
     elif msr == M.MSR_X2APIC_LVTPC:
         s[env.vlvtpc] = value & 0x1_07FF
 

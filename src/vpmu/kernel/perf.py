@@ -101,6 +101,7 @@ def _sched_in(env: KernelEnv) -> Step:
 
 def flag_step(label: str, slot: int, value: int, text: str, source: str) -> Step:
     """A step that sets a per-CPU flag (a kernel variable) to ``value``."""
+
     def do(s: list[int]) -> None:
         s[slot] = value
 
