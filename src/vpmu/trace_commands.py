@@ -58,7 +58,7 @@ def trace_table(
 ) -> list[str]:
     """A trace file as the compact table ``vpmu check`` prints (report.text.counterexample), from its rows."""
     from vpmu.report.schema import TRACE_SCHEMA, formatter, load_view, slot_model
-    from vpmu.report.text import Style
+    from vpmu.report.text import Style, step_lines, violation_lines
 
     st = Style(color)
     view = load_view(path, result)
@@ -67,37 +67,23 @@ def trace_table(
     rows = view.rows
     what = "counterexample" if view.violation else "trace"
     out = [st.bold(f"{view.title}: {what} ({len(rows)} steps)")]
-    width = max([len(r["label"]) for r in rows] + [4])
-    ctxw = max([len(r["context"]) for r in rows] + [7])
-    out.append(st.bold(f"{'#':>4}  {'context':<{ctxw}}  {'step':<{width}}  changed"))
-    start, window = view.window(last)
-    if start:
-        out.append(st.dim(f"   ... {start} earlier steps (use --context 0 to see all)"))
+    regs = None
     if full:
         if model is not None and model.initial is not None:
             order, initial = model.order, model.initial
         else:
             order, initial = view.slots(), view.initial()
         states = list(view.states(initial))
-    for r in window:
-        ch = ", ".join(f"{n} {fmt(n, old)}->{fmt(n, new)}" for n, (old, new) in r["changes"].items()) or st.dim("-")
-        out.append(f"{r['step']:>4}  {r['context']:<{ctxw}}  {r['label']:<{width}}  {ch}")
-        detail = r["text"]
-        if r["hw"]:
-            detail += "   [" + "; ".join(r["hw"]) + "]"
-        out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {detail}"))
-        if full:
-            after = states[r["step"]]
-            regs = ", ".join(f"{n}={fmt(n, after[n])}" for n in order)
-            out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {regs}"))
+
+        def regs(step: int) -> str:
+            return ", ".join(f"{n}={fmt(n, states[step][n])}" for n in order)
+
+    out += step_lines(rows, fmt, st, last, regs)
     if full and (model is None or model.initial is None):
         out.append(st.dim("(--full: only the slots this trace changes; its design or world is not built in)"))
     v = view.violation
     if v is not None:
-        out.append("")
-        out.append(st.red(f"violated: {v.prop}") + f" — {v.description}")
-        out.append(f"  source: {v.source}")
-        out.append(f"  at step {v.step}: {v.message}")
+        out += violation_lines(v.prop, v.description, v.source, v.step, v.message, st)
     elif view.kind == TRACE_SCHEMA:
         out.append("")
         out.append(st.dim(f"end of trace (step {len(rows)})"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from vpmu.check.explore import Result
@@ -44,16 +44,16 @@ def verdict_word(verdict: str, st: Style) -> str:
     return {"holds": st.green, "violated": st.red}.get(verdict, st.yellow)(verdict)
 
 
-def _changes_str(system: System, row: dict[str, Any]) -> str:
-    parts = []
-    for name, (old, new) in row["changes"].items():
-        parts.append(f"{name} {fmt_value(system, name, old)}->{fmt_value(system, name, new)}")
-    return ", ".join(parts)
-
-
-def counterexample(system: System, result: Result, st: Style, last: int = 0, full: bool = False) -> list[str]:
-    """The trace table and the violated property, as lines."""
-    rows = trace_rows(system, result.states, result.records)
+def step_lines(
+    rows: Sequence[dict[str, Any]],
+    fmt: Callable[[str, int], str],
+    st: Style,
+    last: int = 0,
+    regs: Callable[[int], str] | None = None,
+) -> list[str]:
+    """Trace rows (report.trace) as the table a reviewer reads: step, context, design step, the
+    slots it changed; the step's code and hardware events below; with ``regs``, every register
+    after the step. ``last`` > 0 keeps only the last N steps."""
     width = max([len(r["label"]) for r in rows] + [4])
     ctxw = max([len(r["context"]) for r in rows] + [7])
     out = [st.bold(f"{'#':>4}  {'context':<{ctxw}}  {'step':<{width}}  changed")]
@@ -61,25 +61,40 @@ def counterexample(system: System, result: Result, st: Style, last: int = 0, ful
     if start:
         out.append(st.dim(f"   ... {start} earlier steps (use --context 0 to see all)"))
     for r in rows[start:]:
-        ch = _changes_str(system, r) or st.dim("-")
-        out.append(f"{r['step']:>4}  {r['context']:<{ctxw}}  {r['label']:<{width}}  {ch}")
+        ch = ", ".join(f"{n} {fmt(n, old)}->{fmt(n, new)}" for n, (old, new) in r["changes"].items())
+        out.append(f"{r['step']:>4}  {r['context']:<{ctxw}}  {r['label']:<{width}}  {ch or st.dim('-')}")
         detail = r["text"]
         if r["hw"]:
             detail += "   [" + "; ".join(r["hw"]) + "]"
         out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {detail}"))
-        if full:
-            final = result.states[r["step"]]
-            regs = ", ".join(
-                f"{slot.name}={fmt_value(system, slot.name, final[i])}"
-                for i, slot in enumerate(system.layout.slots)
-                if slot.owner not in ("ctx", "ghost")
-            )
-            out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {regs}"))
-    out.append("")
-    out.append(st.red(f"violated: {result.prop}") + f" — {result.description}")
-    out.append(f"  source: {result.source}")
-    out.append(f"  at step {len(rows)}: {result.message}")
+        if regs is not None:
+            out.append(st.dim(f"{'':>4}  {'':<{ctxw}}  {regs(r['step'])}"))
     return out
+
+
+def violation_lines(prop: str, description: str, source: str, step: int, message: str, st: Style) -> list[str]:
+    return [
+        "",
+        st.red(f"violated: {prop}") + f" — {description}",
+        f"  source: {source}",
+        f"  at step {step}: {message}",
+    ]
+
+
+def counterexample(system: System, result: Result, st: Style, last: int = 0, full: bool = False) -> list[str]:
+    """The trace table and the violated property, as lines."""
+    rows = trace_rows(system, result.states, result.records)
+
+    def regs(step: int) -> str:
+        final = result.states[step]
+        return ", ".join(
+            f"{slot.name}={fmt_value(system, slot.name, final[i])}"
+            for i, slot in enumerate(system.layout.slots)
+            if slot.owner not in ("ctx", "ghost")
+        )
+
+    out = step_lines(rows, lambda n, v: fmt_value(system, n, v), st, last, regs if full else None)
+    return out + violation_lines(result.prop, result.description, result.source, len(rows), result.message, st)
 
 
 def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> list[str]:
