@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vpmu.check.explore import check
-from vpmu.check.system import DELIVER, PERF_OP, STEP, System
+from vpmu.check.system import DELIVER, LOCAL_TIMER_VECTOR, PERF_OP, PERF_OPEN, PERF_ROTATE, STEP, System
 from vpmu.check.world import resolve_world
 from vpmu.designs import get_design
 
@@ -79,3 +79,163 @@ def test_random_plans_are_seeded_and_advance_loops_in_bulk() -> None:
     assert run(7) == run(7)
     steps, exits, retired = run(7)
     assert retired == 1_000_001 and 50 < exits < 200 and steps < 5_000  # bulk, not one step per instruction
+
+
+# -- event creation and multiplexing (perf_event_open on another CPU; perf_rotate_context) ---------
+
+
+def _scenario_system(scenario_id: str) -> System:
+    from vpmu.scenarios import load_catalog
+
+    world = load_catalog().select([scenario_id])[0].world
+    assert world is not None
+    return System(get_design("upstream"), world)
+
+
+def _run_irq(system: System, s: tuple[int, ...]) -> tuple[tuple[int, ...], list[str]]:
+    """Deliver the pending host interrupt and run its handler to its iret."""
+    labels = []
+    s, rec = system.apply(s, (DELIVER, 0))
+    labels.append(rec.label)
+    while s[system.irq_pc] >= 0:
+        s, rec = system.apply(s, (STEP, 0))
+        labels.append(rec.label)
+    return s, labels
+
+
+def test_an_event_opened_later_counts_in_active_events_at_once_and_runs_after_its_install_ipi() -> None:
+    """perf_event_open() on another CPU increments active_events before the install IPI reaches
+    this CPU (§2.4's gate sees it at once); __perf_install_in_context() then programs the
+    counter at -period and starts the event."""
+    system = _scenario_system("S3-open")
+    env, cpu = system.env, system.cpu
+    s = system.initial()
+    assert not env.active_events(list(s)) and not s[env.ev_active[0]]
+    assert s[cpu.global_ctrl] == cpu.gp_bits  # the reset value: perf never touched a PMU it has no event on
+    assert system.moves(s)[-1] == (PERF_OP, PERF_OPEN + 0)
+    s, rec = system.apply(s, (PERF_OP, PERF_OPEN + 0))
+    assert rec.text.startswith("another CPU opens cycles (perf_event_open: active_events++)")
+    assert env.active_events(list(s)) and not s[env.ev_installed[0]]
+    assert system.perf_ops(s) == []  # one operation at a time
+    s, labels = _run_irq(system, s)
+    assert labels[0] == "IRQ" and "perf_event_ipi:event_function" in labels
+    assert s[env.ev_installed[0]] and s[env.ev_enabled[0]] and s[env.ev_active[0]]
+    period = env.host_events[0].period
+    assert s[env.ev_prev[0]] == -period & cpu.gp_mask  # armed at -period, counting since
+    assert s[cpu.pmc] > s[env.ev_prev[0]] and s[cpu.global_ctrl] == env.host_global_enable
+    assert system.perf_ops(s) == [(PERF_OP, 0)]  # now it can be disabled
+
+
+def test_the_nmi_gate_reads_active_events_from_the_state() -> None:
+    """With no event opened, perf_event_nmi_handler() returns before the vendor handler."""
+    system = _scenario_system("S3-open")
+    s = list(system.initial())
+    gate = next(i for i in system.nmi.code if i.step.label == "no_active_events")
+    assert gate.when is not None and gate.when(s)
+    s[system.env.ev_opened[0]] = 1
+    assert not gate.when(s)
+
+
+def test_rotation_swaps_the_multiplexed_flexible_events() -> None:
+    """Two flexible events on one counter: the first in flexible_groups order runs and the other
+    sets rotate_necessary; the hrtimer's perf_rotate_context() moves the running one to the tail
+    and schedules the other in, folding the first one's count (host-isolation stays exact)."""
+    system = _scenario_system("S3-rotate")
+    env, cpu = system.env, system.cpu
+    s = system.initial()
+    cyc, ins = 0, 1
+    assert s[env.ev_active[cyc]] and not s[env.ev_active[ins]] and s[env.rotate_necessary]
+    assert (PERF_OP, PERF_ROTATE) in system.moves(s)
+    for _ in range(3):  # some host instructions for the running event to count
+        s, _ = system.apply(s, (STEP, 0))
+    s, rec = system.apply(s, (PERF_OP, PERF_ROTATE))
+    assert "multiplexing hrtimer" in rec.text
+    s, labels = _run_irq(system, s)
+    assert [label.split(":")[1] for label in labels if label.startswith("perf_mux_hrtimer_handler")] == [
+        "apic_eoi",
+        "no_rotation",
+        "perf_pmu_disable",
+        "ctx_event_to_rotate",
+        "sched_out_flexible",
+        "rotate_ctx",
+        "sched_in_flexible",
+        "perf_pmu_enable",
+        "iret",
+    ]
+    assert not s[env.ev_active[cyc]] and s[env.ev_active[ins]]
+    assert [s[slot] for slot in env.flexible_order] == [ins, cyc]
+    assert s[env.rotate_necessary]  # cycles could not be scheduled: rotate again later
+    assert s[cpu.evtsel] & 0xFF == env.host_eventsel(env.host_events[ins]) & 0xFF
+    assert not s[system.ghost.violation]
+
+
+def test_no_rotation_runs_while_the_guest_context_is_loaded() -> None:
+    """IRQs are off from load to put (§1.1): in every reachable state where the rotation handler
+    runs, perf_put_guest_context() has run (guest_ctx_loaded is clear)."""
+    system = _scenario_system("S3-rotate")
+    env = system.env
+    seen, frontier, rotating = {system.initial()}, [system.initial()], 0
+    while frontier:
+        nxt = []
+        for s in frontier:
+            for _, t in system.successors(s):
+                if t not in seen:
+                    seen.add(t)
+                    nxt.append(t)
+                    if system._irq_running(t, LOCAL_TIMER_VECTOR):
+                        rotating += 1
+                        assert not t[env.guest_ctx_loaded]
+        frontier = nxt
+    assert rotating > 100
+
+
+def test_simulated_perf_ops_open_an_unopened_event_first() -> None:
+    from vpmu.check.simulate import Plan, simulate
+
+    system = _scenario_system("S3-open")
+    r = simulate(system, Plan("none"), perf_ops=Plan.parse("at:1", "--perf-ops"))
+    assert r.finished and r.perf_ops == 1 and not r.violations
+    assert next(rec.text for rec in r.records if rec.label == "IPI").startswith("another CPU opens cycles")
+
+
+@pytest.mark.parametrize(
+    ("events", "field", "expected"),
+    [
+        (
+            [{"name": "a", "pinned": True, "counter": 0}, {"name": "b", "pinned": False, "counter": 0}],
+            "host_event[1].counter",
+            "only flexible events (pinned = false) may share one",
+        ),
+        (
+            [{"name": "a", "pinned": False, "counter": 0}, {"name": "b", "pinned": True, "counter": 0}],
+            "host_event[1].counter",
+            "only flexible events (pinned = false) may share one",
+        ),
+        ([{"name": "a"}, {"name": "a", "counter": 1}], "host_event[1].name", "another host event has this name"),
+        ([{"name": "a", "opened": "no"}], "host_event[0].opened", "true or false"),
+    ],
+)
+def test_host_event_errors_name_the_field(events: list[dict[str, object]], field: str, expected: str) -> None:
+    from vpmu.check.world import parse_world
+    from vpmu.errors import ConfigError
+
+    data = {
+        "machine": {"vendor": "intel", "num_gp": 2, "gp_width": 5},
+        "host_event": events,
+        "guest": {"program": ["hlt"]},
+    }
+    with pytest.raises(ConfigError) as e:
+        parse_world(data, "w.toml")
+    assert field in str(e.value) and expected in str(e.value)
+
+
+def test_flexible_events_may_share_a_counter() -> None:
+    from vpmu.check.world import parse_world
+
+    data = {
+        "machine": {"vendor": "amd", "num_gp": 1, "gp_width": 5},
+        "host_event": [{"name": "a", "pinned": False, "counter": 0}, {"name": "b", "pinned": False, "counter": 0}],
+        "guest": {"program": ["hlt"]},
+    }
+    w = parse_world(data, "w.toml")
+    assert [(e.name, e.counter, e.pinned) for e in w.host_events] == [("a", 0, False), ("b", 0, False)]

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpmu.check import properties as P
-from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, NMI_CTX, PERF_OP, STEP, Move, StepRecord, System
+from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, NMI_CTX, STEP, Move, StepRecord, System
 from vpmu.check.world import Bounds, GuestSpec, WorldSpec
 from vpmu.designs import get_design
 from vpmu.errors import Fault, VpmuError
@@ -361,7 +361,6 @@ def run_vm(design: str, case: Case, vm: Vm, schedule: Schedule, size: int = 0, m
     run = VmRun(vm.label, tap.obs)
     load_span = system.task.spans("kvm_mediated_pmu_load")
     gc_msr = system.env.PERF_GLOBAL_CTRL
-    n_events = len(system.env.host_events)
     seen_violation = 0
     first_bad = -1
     checked = 0
@@ -384,8 +383,8 @@ def run_vm(design: str, case: Case, vm: Vm, schedule: Schedule, size: int = 0, m
         elif schedule.nmis and schedule.kind == "random" and not s[cpu.nmi_pending] and rnd.random() < NMI_CHANCE:
             move = (NMI, 0)
             run.nmis += 1
-        elif schedule.kind == "random" and n_events and s[system.env.ipi_event] < 0 and rnd.random() < PERF_OP_CHANCE:
-            move = (PERF_OP, rnd.randrange(n_events))
+        elif schedule.kind == "random" and (perf_moves := system.perf_ops(s)) and rnd.random() < PERF_OP_CHANCE:
+            move = rnd.choice(perf_moves)
             run.perf_ops += 1
         else:
             move = (STEP, 0)

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from vpmu.check import properties as P
-from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, PERF_OP, STEP, Move, StepRecord, System
+from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, STEP, Move, StepRecord, System
 from vpmu.errors import VpmuError
 from vpmu.hw import virt as V
 from vpmu.hw.layout import State
@@ -138,8 +138,10 @@ def simulate(
 ) -> SimResult:
     """Run one schedule to the end of the guest program (or ``max_steps``).
 
-    ``perf_ops`` plans host perf IPIs from another CPU that disable, then
-    re-enable, the world's first host event (perf_event_{disable,enable}()).
+    ``perf_ops`` plans host perf operations from another CPU; each is the first
+    one host perf can start (:meth:`System.perf_ops`): with one host event,
+    perf_event_disable() then perf_event_enable(); an event the world declares
+    ``opened = false`` is opened first.
     """
     if reason not in EXIT_REASONS:
         raise VpmuError(f"exit reason {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
@@ -183,8 +185,8 @@ def simulate(
             move = (NMI, 0)
             t_nmi.fired(retired)
             n_nmis += 1
-        elif system.env.host_events and s[system.env.ipi_event] < 0 and t_perf.due(retired):
-            move = (PERF_OP, 0)
+        elif (perf_moves := system.perf_ops(s)) and t_perf.due(retired):
+            move = perf_moves[0]
             t_perf.fired(retired)
             n_perf += 1
         else:

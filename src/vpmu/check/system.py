@@ -32,14 +32,18 @@ from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.layout import Layout, State
 from vpmu.hw.virt import Cpu
-from vpmu.kernel import kvm
+from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Instr, Program, compile_program
 
 # Move kinds
 STEP, DELIVER, ASYNC_EXIT, NMI, PERF_OP = 0, 1, 2, 3, 4
-CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI a host perf_event_{enable,disable}() sends
+CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI perf_install_in_context() / perf_event_{enable,disable}() send
+LOCAL_TIMER_VECTOR = 0xEC  # the local APIC timer: hrtimers, incl. perf's multiplexing timer
 Move = tuple[int, int]
+# PERF_OP arguments: an event index toggles it (disable/enable); OPEN + e opens event e on
+# another CPU; ROTATE fires the multiplexing hrtimer.
+PERF_OPEN, PERF_ROTATE = 0x100, 0x200
 
 TASK, NMI_CTX, IRQ_CTX, GUEST, GUEST_IRQ = "task", "nmi", "irq", "guest", "guest-irq"
 CONTEXT_LABEL = {
@@ -93,6 +97,7 @@ class System:
         self.irq_programs = {
             M.PERF_GUEST_MEDIATED_PMI_VECTOR: compile_program(fns, ENTRIES["irq"]),
             CALL_FUNCTION_SINGLE_VECTOR: compile_program(fns, ENTRIES["ipi"]),
+            LOCAL_TIMER_VECTOR: compile_program(fns, ENTRIES["timer"]),
         }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
         isa = self.isa = GuestIsa(env)
@@ -159,11 +164,15 @@ class System:
             if ins.do and (ins.when is None or ins.when(s)):
                 ins.do(s)
         for e, ev in enumerate(env.host_events):
+            if not ev.opened:
+                continue
             s[env.ev_prev[e]] = -ev.period & cpu.gp_mask  # x86_perf_event_set_period()
-            cpu.wrmsr(s, env.GP_COUNTER(ev.counter), s[env.ev_prev[e]])
-            cpu.wrmsr(s, env.GP_EVENTSEL(ev.counter), env.host_eventsel(ev))
-            s[self.ghost.owner_gp + ev.counter] = 1
-        if env.host_events and cpu.global_ctrl >= 0:
+            s[env.ev_active[e]] = 0
+        perf.sched_in(env, s)
+        for e, ev in enumerate(env.host_events):
+            if s[env.ev_active[e]]:
+                s[self.ghost.owner_gp + ev.counter] = 1
+        if env.active_events(s) and cpu.global_ctrl >= 0:
             cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.host_global_enable)
         if cpu.vmcs_guest_pgc >= 0:
             # kvm_pmu_refresh(): the reset value reaches the VMCS via write_global_ctrl (§1.4).
@@ -222,9 +231,30 @@ class System:
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
         if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
             out.append((NMI, 0))
-        if s[self.perf_ops_left] > 0 and s[self.env.ipi_event] < 0:
-            out.extend((PERF_OP, e) for e in range(len(self.env.host_events)))
+        if s[self.perf_ops_left] > 0:
+            out.extend(self.perf_ops(s))
         return out
+
+    def perf_ops(self, s: State | list[int]) -> list[Move]:
+        """What host perf on another CPU may start now: toggle an installed event, open one
+        that does not exist yet, or (when a flexible event found no counter) rotate. One
+        operation at a time: none while an IPI or the multiplexing timer is in flight."""
+        env = self.env
+        timer = 1 << LOCAL_TIMER_VECTOR
+        if s[env.ipi_event] >= 0 or s[self.cpu.irr] & timer or self._irq_running(s, LOCAL_TIMER_VECTOR):
+            return []
+        out: list[Move] = []
+        for e in range(len(env.host_events)):
+            if s[env.ev_installed[e]]:
+                out.append((PERF_OP, e))
+            elif not s[env.ev_opened[e]]:
+                out.append((PERF_OP, PERF_OPEN + e))
+        if s[env.rotate_necessary]:
+            out.append((PERF_OP, PERF_ROTATE))
+        return out
+
+    def _irq_running(self, s: State | list[int], vector: int) -> bool:
+        return s[self.irq_pc] >= 0 and s[self.irq_vec] == vector
 
     def successors(self, s: State) -> list[tuple[Move, State]]:
         return [(m, self.apply(s, m)[0]) for m in self.moves(s)]
@@ -252,11 +282,7 @@ class System:
             rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
         else:
             s[self.perf_ops_left] -= 1
-            s[self.env.ipi_event] = arg
-            s[cpu.irr] |= 1 << CALL_FUNCTION_SINGLE_VECTOR
-            e = self.env.host_events[arg]
-            what = "perf_event_disable" if s[self.env.ev_enabled[arg]] else "perf_event_enable"
-            rec = StepRecord(move, ctx, "IPI", f"another CPU calls {what}({e.name}): IPI pending", [])
+            rec = StepRecord(move, ctx, "IPI", self._perf_op(s, arg), [])
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)
@@ -270,6 +296,22 @@ class System:
             ghost.terminal(s)
             new = tuple(s)
         return new, rec
+
+    def _perf_op(self, s: list[int], arg: int) -> str:
+        """Start a host perf operation from another CPU; describe it."""
+        env, cpu = self.env, self.cpu
+        if arg == PERF_ROTATE:
+            s[cpu.irr] |= 1 << LOCAL_TIMER_VECTOR
+            return "perf's multiplexing hrtimer expires: local APIC timer interrupt pending"
+        e = arg - PERF_OPEN if arg >= PERF_OPEN else arg
+        name = env.host_events[e].name
+        s[env.ipi_event] = e
+        s[cpu.irr] |= 1 << CALL_FUNCTION_SINGLE_VECTOR
+        if arg >= PERF_OPEN:
+            s[env.ev_opened[e]] = 1
+            return f"another CPU opens {name} (perf_event_open: active_events++), install IPI pending"
+        what = "perf_event_disable" if s[env.ev_enabled[e]] else "perf_event_enable"
+        return f"another CPU calls {what}({name}): IPI pending"
 
     def _deliver(self, s: list[int], ctx: str) -> StepRecord:
         cpu = self.cpu

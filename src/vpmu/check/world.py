@@ -19,6 +19,8 @@ value and what is allowed. Example::
     name = "cycles"
     event = "cycles"        # cycles | instructions | branches
     exclude_guest = true
+    pinned = true           # false: flexible; flexible events may share a counter (multiplexing)
+    opened = true           # false: another CPU opens it later (a perf op)
 
     [guest]
     program = ["wrmsr EVTSEL0 INSTRUCTIONS|OS|USR|INT|EN", "loop 3", "rdpmc 0", "hlt"]
@@ -30,7 +32,8 @@ value and what is allowed. Example::
     exits = 1               # asynchronous VM-exits the checker may inject
     exit_reasons = ["timer"]
     nmis = 1                # unrelated NMIs
-    perf_ops = 0            # host perf_event_{enable,disable}() IPIs from another CPU
+    perf_ops = 0            # host perf operations from another CPU: enable/disable an event,
+                            # open one (opened = false), rotate flexible events
 
     [check]
     properties = []         # empty: all properties
@@ -62,7 +65,7 @@ class Bounds:
     exits: int = 1
     exit_reasons: tuple[str, ...] = ("timer",)
     nmis: int = 1
-    perf_ops: int = 0  # host perf_event_{enable,disable}() IPIs from another CPU
+    perf_ops: int = 0  # host perf operations from another CPU (open, enable/disable, rotate)
     max_depth: int = 0  # 0: unbounded (the programs are finite)
 
 
@@ -155,15 +158,17 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     if not isinstance(events_t, list):
         raise ConfigError("host_event", events_t, "must be an array of tables ([[host_event]])", where)
     events: list[HostEvent] = []
-    used: set[int] = set()
+    used: dict[int, bool] = {}  # counter -> used by a pinned event
     for n, et in enumerate(events_t):
         pre = f"host_event[{n}]."
         if not isinstance(et, dict):
             raise ConfigError(f"host_event[{n}]", et, "must be a table", where)
-        _known(et, ("name", "event", "exclude_guest", "pinned", "period", "counter"), pre, where)
+        _known(et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened"), pre, where)
         name = et.get("name", f"event{n}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(pre + "name", name, "allowed: an identifier", where)
+        if any(e.name == name for e in events):
+            raise ConfigError(pre + "name", name, "another host event has this name", where)
         ev = et.get("event", M.CYCLES)
         if ev not in M.EVENT_STREAMS:
             raise ConfigError(pre + "event", ev, f"allowed: {', '.join(M.EVENT_STREAMS)}", where)
@@ -180,13 +185,21 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
                 where,
             )
         counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)
-        if counter in used:
-            raise ConfigError(pre + "counter", counter, "another host event already uses this counter", where)
-        used.add(counter)
+        pinned = _bool(et.get("pinned", True), pre + "pinned", where)
+        if counter in used and (pinned or used[counter]):
+            raise ConfigError(
+                pre + "counter",
+                counter,
+                "another host event already uses this counter; only flexible events (pinned = false) may "
+                "share one (perf multiplexes them)",
+                where,
+            )
+        used[counter] = used.get(counter, False) or pinned
         # perf's default for counting events: x86_pmu.max_period = cntval_mask >> 1.
         max_period = (1 << (machine.gp_width - 1)) - 1
         period = _int(et.get("period", max_period), pre + "period", 1, (1 << machine.gp_width) - 1, where)
-        events.append(HostEvent(name, ev, excl, _bool(et.get("pinned", True), pre + "pinned", where), period, counter))
+        opened = _bool(et.get("opened", True), pre + "opened", where)
+        events.append(HostEvent(name, ev, excl, pinned, period, counter, opened))
 
     gt = _table(data, "guest", where)
     _known(gt, ("program", "ack", "enable", "rearm"), "guest.", where)

@@ -20,6 +20,7 @@ ENTRIES = {
     "nmi": "perf_event_nmi_handler",
     "irq": "kvm_handle_guest_mediated_pmi",
     "ipi": "perf_event_ipi",
+    "timer": "perf_mux_hrtimer_handler",
 }
 
 UPSTREAM = Design(

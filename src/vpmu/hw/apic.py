@@ -21,8 +21,8 @@ class Apic(Pmu):
         self.lvtpc = L.field("LVTPC", "hw", init=M.LVTPC_RESET)
         self.nmi_pending = L.field("NMI_PENDING", "hw", fmt="bool")
         self.nmi_blocked = L.field("NMI_BLOCKED", "hw", fmt="bool")
-        self.irr = L.field("IRR", "hw")  # bit v = vector v pending
-        self.isr = L.field("ISR", "hw")  # bit v = vector v in service, until EOI
+        self.irr = L.field("IRR", "hw", fmt="vectors")  # bit v = vector v pending
+        self.isr = L.field("ISR", "hw", fmt="vectors")  # bit v = vector v in service, until EOI
         self.host_if = L.field("RFLAGS.IF", "hw", init=1, fmt="bool")
         self.pmi_latched = L.field("PMI_LATCHED", "hw", fmt="bool") if cfg.masked_pmi == "latch" else -1
         self.skid = L.field("PMI_SKID", "hw", fmt="int") if cfg.pmi_skid else -1

@@ -15,13 +15,25 @@ from dataclasses import dataclass
 State = tuple[int, ...]
 
 
+def format_value(kind: str, value: int) -> str:
+    """A slot value as traces print it: by the slot's kind ("hex", "int", "bool", or
+    "vectors": a bit set of interrupt vectors such as the APIC's IRR, printed as {0xec,0xfb})."""
+    if kind == "bool":
+        return "1" if value else "0"
+    if kind == "int":
+        return str(value)
+    if kind == "vectors":
+        return "{" + ",".join(hex(v) for v in range(value.bit_length()) if value >> v & 1) + "}"
+    return hex(value)
+
+
 @dataclass(frozen=True)
 class Slot:
     """One named slot: who owns it and how to print it."""
 
     name: str
     owner: str  # "hw", "host", "kvm", "guest", "ghost"
-    fmt: str  # "hex", "int", "bool"
+    fmt: str  # "hex", "int", "bool", "vectors"
 
 
 class Layout:
@@ -65,12 +77,7 @@ class Layout:
         return [(self.slots[i].name, before[i], after[i]) for i in range(len(self.slots)) if before[i] != after[i]]
 
     def fmt(self, i: int, value: int) -> str:
-        kind = self.slots[i].fmt
-        if kind == "bool":
-            return "1" if value else "0"
-        if kind == "int":
-            return str(value)
-        return hex(value)
+        return format_value(self.slots[i].fmt, value)
 
     def as_dict(self, state: Sequence[int]) -> dict[str, int]:
         return {slot.name: state[i] for i, slot in enumerate(self.slots)}

@@ -36,6 +36,9 @@ class HostEvent:
     pinned: bool = True
     period: int = 1
     counter: int = 0  # the GP counter perf assigns
+    #: False: the event does not exist at boot; another CPU opens it (perf_event_open) when the
+    #: checker chooses, within bounds.perf_ops.
+    opened: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,26 @@ class KernelEnv:
         self.ev_active: list[int] = []
         self.ev_prev: list[int] = []
         self.ev_enabled: list[int] = []  # attr.disabled == 0 (PERF_EVENT_STATE >= INACTIVE)
-        for i, e in enumerate(self.host_events):
-            self.ev_active.append(L.field(f"perf.{e.name}.active", "host", init=1, fmt="bool"))
+        # An event opened on another CPU counts in active_events and puts the core PMU's
+        # context on this CPU's list at once (perf_event_open); it joins the context when
+        # its install IPI runs (__perf_install_in_context).
+        self.ev_opened: list[int] = []
+        self.ev_installed: list[int] = []
+        for e in self.host_events:
+            on = int(e.opened)
+            self.ev_active.append(L.field(f"perf.{e.name}.active", "host", init=on, fmt="bool"))
             self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
-            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=1, fmt="bool"))
-            del i
+            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=on, fmt="bool"))
+            self.ev_opened.append(L.field(f"perf.{e.name}.opened", "host", init=on, fmt="bool"))
+            self.ev_installed.append(L.field(f"perf.{e.name}.installed", "host", init=on, fmt="bool"))
+        # Flexible events in the context's flexible_groups order (rotation moves one to the
+        # tail), and epc->rotate_necessary (a flexible event found no free counter).
+        self.flexible = tuple(i for i, e in enumerate(self.host_events) if not e.pinned)
+        self.flexible_order = [
+            L.field(f"perf.flexible_groups[{n}]", "host", init=e, fmt="int") for n, e in enumerate(self.flexible)
+        ]
+        self.rotate_necessary = L.field("perf.rotate_necessary", "host", fmt="bool")
+        self.rotate_event = L.field("perf.rotate.event", "host", fmt="int")  # a local of the rotation
         # The payload of a perf IPI (event_function_call): which event to toggle, -1 none.
         self.ipi_event = L.field("perf.ipi.event", "host", init=-1, fmt="int")
         # Locals of the PMI handler: the status it read, and cpuc->enabled as it found it.
@@ -147,6 +165,13 @@ class KernelEnv:
         # The guest register an RDMSR returns into (EDX:EAX); KVM writes it when it emulates.
         self.guest_rax = L.field("guest.rax", "guest")
         del cfg
+
+    def active_events(self, s: list[int]) -> bool:
+        """atomic_read(&active_events) != 0: some x86 event exists (opened on any CPU).
+
+        It also says whether the core PMU's context is on this CPU's list, which
+        decides whether perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}()."""
+        return any(s[o] for o in self.ev_opened)
 
     @property
     def cfg(self):  # type: ignore[no-untyped-def]

@@ -20,10 +20,9 @@ def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
     disable_all (GLOBAL_CTRL := 0). With no host event on the core PMU there is no
     PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
     cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
-    has_events = bool(env.host_events)
 
     def do(s: list[int]) -> None:
-        if has_events and s[en]:
+        if s[en] and env.active_events(s):
             s[en] = 0
             cpu.wrmsr(s, gc, 0)
 
@@ -34,10 +33,9 @@ def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
     """perf_ctx_enable() -> x86_pmu_enable(): set cpuc->enabled and enable_all, which
     writes every counter bit (a nop with no host event, like the disable)."""
     cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
-    has_events = bool(env.host_events)
 
     def do(s: list[int]) -> None:
-        if has_events and not s[en]:
+        if not s[en] and env.active_events(s):
             s[en] = 1
             cpu.wrmsr(s, gc, bits)
 
@@ -54,15 +52,10 @@ def event_update(env: KernelEnv, s: list[int], e: int) -> None:
 
 
 def _sched_out(env: KernelEnv) -> Step:
-    def do(s: list[int]) -> None:
-        for e in range(len(env.host_events)):
-            if s[env.ev_active[e]]:
-                x86_pmu_stop(env, s, e)
-
     return Step(
         "ctx_sched_out",
         "ctx_sched_out(EVENT_GUEST): stop every host event of the core PMU",
-        do,
+        lambda s: sched_out(env, s),
         source="§2.3 step 4, EVENT_GUEST",
     )
 
@@ -83,20 +76,57 @@ def x86_pmu_stop(env: KernelEnv, s: list[int], e: int) -> None:
     s[env.ev_active[e]] = 0
 
 
-def _sched_in(env: KernelEnv) -> Step:
-    order = sorted(range(len(env.host_events)), key=lambda e: not env.host_events[e].pinned)
+def _counter_free(env: KernelEnv, s: list[int], e: int) -> bool:
+    c = env.host_events[e].counter
+    return not any(s[env.ev_active[o]] for o, ev in enumerate(env.host_events) if ev.counter == c)
 
-    def do(s: list[int]) -> None:
-        for e in order:  # pinned first, then flexible (§2.3 put step 3)
+
+def sched_in(env: KernelEnv, s: list[int], *, pinned: bool = True, flexible: bool = True) -> None:
+    """ctx_sched_in(): pinned groups, then flexible groups in flexible_groups order.
+
+    merge_sched_in() starts each enabled, inactive event whose counter is free
+    (each event has a fixed counter in the model; docs/fidelity.md); a flexible
+    event that finds its counter taken sets rotate_necessary, which arms the
+    multiplexing hrtimer."""
+    if pinned:
+        for e, ev in enumerate(env.host_events):
+            if ev.pinned and s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
+                x86_pmu_start(env, s, e)  # world validation keeps pinned counters exclusive
+    if flexible:
+        for slot in env.flexible_order:
+            e = s[slot]
             if s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
-                x86_pmu_start(env, s, e)
+                if _counter_free(env, s, e):
+                    x86_pmu_start(env, s, e)
+                else:
+                    s[env.rotate_necessary] = 1
 
+
+def sched_out(env: KernelEnv, s: list[int], *, pinned: bool = True, flexible: bool = True) -> None:
+    """ctx_sched_out(): stop the active events of the chosen kinds."""
+    for e, ev in enumerate(env.host_events):
+        if s[env.ev_active[e]] and (pinned if ev.pinned else flexible):
+            x86_pmu_stop(env, s, e)
+
+
+def _sched_in(env: KernelEnv) -> Step:
     return Step(
         "ctx_sched_in",
         "perf_event_sched_in(EVENT_GUEST): pinned, then flexible",
-        do,
+        lambda s: sched_in(env, s),
         source="§2.3 put step 3",
     )
+
+
+def ctx_resched(env: KernelEnv, s: list[int], e: int) -> None:
+    """ctx_resched() for a CPU event ``e``: schedule out the flexible groups (and the pinned
+    ones too if ``e`` is pinned), then schedule everything in again. While the guest context
+    is loaded the core PMU's context is skipped: merge_sched_in() only takes exclude_guest
+    events with EVENT_GUEST then (H15), so ``e`` waits for perf_put_guest_context()."""
+    if s[env.guest_ctx_loaded]:
+        return
+    sched_out(env, s, pinned=env.host_events[e].pinned)
+    sched_in(env, s)
 
 
 def flag_step(label: str, slot: int, value: int, text: str, source: str) -> Step:
@@ -198,7 +228,6 @@ def perf_put_guest_lvtpc(env: KernelEnv) -> Function:
 def perf_event_nmi_handler(env: KernelEnv) -> Function:
     """The NMI context's entry: perf's handler, gated while the guest LVTPC is loaded (H5)."""
     flag = env.guest_lvtpc_loaded
-    active = bool(env.host_events)  # active_events: x86 perf events exist on this host
     handler = "intel_pmu_handle_irq" if env.cpu.cfg.intel else "amd_pmu_v2_handle_irq"
     return Function(
         "perf_event_nmi_handler",
@@ -214,7 +243,7 @@ def perf_event_nmi_handler(env: KernelEnv) -> Function:
             Step(
                 "no_active_events",
                 "return NMI_DONE",
-                when=lambda s: not active,
+                when=lambda s: not env.active_events(s),
                 when_text="!atomic_read(&active_events)",
                 goto="iret",
                 source="§2.4 (perf_event_nmi_handler)",
@@ -405,25 +434,29 @@ def amd_pmu_reload_virt(env: KernelEnv) -> Function:
 
 
 def perf_event_ipi(env: KernelEnv) -> Function:
-    """IRQ context for CALL_FUNCTION_SINGLE: a host perf_event_{enable,disable}() for this CPU.
+    """IRQ context for CALL_FUNCTION_SINGLE: another CPU's perf_install_in_context() or
+    perf_event_{enable,disable}() for this CPU.
 
-    The event function runs inside the context's PMU disable/enable bracket;
-    enabling an event of the core PMU while the guest context is loaded is
-    refused by merge_sched_in() (H15): the event stays inactive until
-    perf_put_guest_context() schedules it in.
+    The event function runs inside the context's PMU disable/enable bracket.
+    Installing or enabling reschedules the context (ctx_resched); while the
+    guest context is loaded merge_sched_in() refuses the core PMU's events
+    (H15): they stay inactive until perf_put_guest_context() schedules them in.
     """
-    cpu, ev_slot, loaded = env.cpu, env.ipi_event, env.guest_ctx_loaded
+    cpu, ev_slot = env.cpu, env.ipi_event
 
     def event_function(s: list[int]) -> None:
         e = s[ev_slot]
-        if s[env.ev_enabled[e]]:  # __perf_event_disable()
+        if not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
+            s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 1
+            s[env.ev_prev[e]] = -env.host_events[e].period & cpu.gp_mask  # x86_perf_event_set_period()
+            ctx_resched(env, s, e)
+        elif s[env.ev_enabled[e]]:  # __perf_event_disable()
             if s[env.ev_active[e]]:
                 x86_pmu_stop(env, s, e)
             s[env.ev_enabled[e]] = 0
-        else:  # __perf_event_enable() -> ctx_resched() -> merge_sched_in()
+        else:  # __perf_event_enable()
             s[env.ev_enabled[e]] = 1
-            if not s[loaded]:
-                x86_pmu_start(env, s, e)
+            ctx_resched(env, s, e)
 
     def done(s: list[int]) -> None:
         s[ev_slot] = -1
@@ -435,21 +468,81 @@ def perf_event_ipi(env: KernelEnv) -> Function:
             _x86_pmu_disable(env),
             Step(
                 "event_function",
-                "enabled ? __perf_event_disable() : __perf_event_enable() (merge_sched_in() refuses "
-                "while guest_ctx_loaded)",
+                "!installed ? __perf_install_in_context() : enabled ? __perf_event_disable() : "
+                "__perf_event_enable() (ctx_resched(); merge_sched_in() refuses while guest_ctx_loaded)",
                 event_function,
                 source="§2.3 merge_sched_in, H15",
             ),
             _x86_pmu_enable(env),
             Step("iret", "iret", done, kind=IRET),
         ),
-        doc="A host perf event is disabled or enabled by IPI.",
+        doc="A host perf event is installed, disabled or enabled by IPI.",
         source="§2.3, H15",
+    )
+
+
+def perf_mux_hrtimer_handler(env: KernelEnv) -> Function:
+    """IRQ context for the local APIC timer: perf's multiplexing hrtimer runs
+    perf_rotate_context() on this CPU's context (flexible events only)."""
+    cpu, pick = env.cpu, env.rotate_event
+
+    def event_to_rotate(s: list[int]) -> None:
+        order = [s[slot] for slot in env.flexible_order]
+        active = [e for e in order if s[env.ev_active[e]]]
+        s[pick] = active[0] if active else order[0]
+        s[env.rotate_necessary] = 0
+
+    def rotate(s: list[int]) -> None:
+        order = [s[slot] for slot in env.flexible_order]
+        order.remove(s[pick])
+        order.append(s[pick])
+        for slot, e in zip(env.flexible_order, order, strict=True):
+            s[slot] = e
+
+    return Function(
+        "perf_mux_hrtimer_handler",
+        (
+            Step("apic_eoi", "apic_eoi()", lambda s: cpu.eoi(s), source="sysvec_apic_timer_interrupt"),
+            Step(
+                "no_rotation",
+                "return HRTIMER_NORESTART",
+                when=lambda s: not s[env.rotate_necessary],
+                when_text="!cpu_epc->rotate_necessary",
+                goto="iret",
+                source="perf_rotate_context",
+            ),
+            _x86_pmu_disable(env, "perf_pmu_disable"),
+            Step(
+                "ctx_event_to_rotate",
+                "cpu_event = first active flexible event, else the first flexible group; rotate_necessary = 0",
+                event_to_rotate,
+                source="perf_rotate_context",
+            ),
+            Step(
+                "sched_out_flexible",
+                "__pmu_ctx_sched_out(cpu_epc, EVENT_FLEXIBLE)",
+                lambda s: sched_out(env, s, pinned=False),
+                source="perf_rotate_context",
+            ),
+            Step("rotate_ctx", "rotate_ctx(ctx, cpu_event): move it to the tail", rotate, source="perf_rotate_context"),
+            Step(
+                "sched_in_flexible",
+                "__pmu_ctx_sched_in(cpu_epc, EVENT_FLEXIBLE)",
+                lambda s: None if s[env.guest_ctx_loaded] else sched_in(env, s, pinned=False),
+                source="perf_rotate_context, H15",
+            ),
+            _x86_pmu_enable(env, "perf_pmu_enable"),
+            Step("iret", "iret", kind=IRET),
+        ),
+        doc="Multiplexing: rotate the flexible events when one found no free counter.",
+        source="perf_rotate_context (kernel/events/core.c)",
+        locals=(pick,),
     )
 
 
 BUILDERS = {
     "perf_event_ipi": perf_event_ipi,
+    "perf_mux_hrtimer_handler": perf_mux_hrtimer_handler,
     "perf_load_guest_context": perf_load_guest_context,
     "perf_put_guest_context": perf_put_guest_context,
     "perf_load_guest_lvtpc": perf_load_guest_lvtpc,

@@ -36,7 +36,7 @@ SCHEMAS = (CHECK_SCHEMA, TRACE_SCHEMA)
 CONTEXTS = ("host", "NMI", "IRQ", "guest", "guest PMI")
 VENDORS = ("intel", "amd")
 VERDICTS = ("holds", "violated", "incomplete")
-#: Checker moves: 0 step, 1 interrupt delivery, 2 asynchronous VM-exit, 3 unrelated NMI, 4 host perf IPI.
+#: Checker moves: 0 step, 1 interrupt delivery, 2 asynchronous VM-exit, 3 unrelated NMI, 4 host perf operation.
 MOVE_KINDS = (0, 1, 2, 3, 4)
 MAX_ERRORS = 100
 
@@ -604,7 +604,7 @@ class SlotModel:
     """Slot formats and initial values of the model a trace came from (built-in designs and worlds only)."""
 
     order: list[str]  # machine and kernel slots in layout order
-    kinds: dict[str, str]  # slot -> "hex" | "int" | "bool"
+    kinds: dict[str, str]  # slot -> "hex" | "int" | "bool" | "vectors"
     initial: dict[str, int] | None  # None when the trace does not start from the model's initial state
 
 
@@ -635,6 +635,7 @@ def slot_model(view: TraceView) -> SlotModel | None:
 
 def formatter(model: SlotModel | None) -> Callable[[str, int], str]:
     """Format a slot value as ``vpmu check`` prints it: LVTPC decoded, else by the slot's kind (hex by default)."""
+    from vpmu.hw.layout import format_value
     from vpmu.hw.msr import lvtpc_str
 
     kinds = model.kinds if model else {}
@@ -642,11 +643,6 @@ def formatter(model: SlotModel | None) -> Callable[[str, int], str]:
     def fmt(name: str, value: int) -> str:
         if name.endswith("LVTPC"):
             return lvtpc_str(value)
-        kind = kinds.get(name, "hex")
-        if kind == "bool":
-            return "1" if value else "0"
-        if kind == "int":
-            return str(value)
-        return hex(value)
+        return format_value(kinds.get(name, "hex"), value)
 
     return fmt
