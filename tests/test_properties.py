@@ -397,6 +397,47 @@ nmis = 0
 """
 
 
+def _catalog_world(scenario_id: str) -> WorldSpec:
+    from vpmu.scenarios import load_catalog
+
+    world = load_catalog().select([scenario_id])[0].world
+    assert world is not None
+    return world
+
+
+def test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write() -> None:
+    """F2 (docs/findings.md): reprogram_fixed_counters() copies the whole FIXED_CTR_CTRL into
+    fixed_ctr_ctrl_hw but marks only the fields that changed, so a denied counter whose field
+    did not change is never filtered again; the next load enables it in hardware."""
+    world = _catalog_world("F2")
+    r = violated("upstream", world, "event-filter", 106)
+    assert labels(r)[-1] == "vcpu_enter_guest:vmenter" and "FIXED_CTR0 counts" in r.message
+    writes = [hw for rec in r.records if rec.label.endswith("load_fixed_ctrl") for hw in rec.hw]
+    assert [w[2] for w in writes if w[0] == "wrmsr"] == [0x0, 0x0, 0x33]  # entry, after each write
+    holds("fixed-refilter", world, ("event-filter",))
+
+
+def test_event_filter_bypassed_when_load_writes_the_guest_selector() -> None:
+    """raw-eventsel loads pmc->eventsel instead of eventsel_hw: a denied GP event runs."""
+    world = _catalog_world("S10")
+    r = violated("raw-eventsel", world, "event-filter", 60, ("event-filter",))
+    assert "PMC0 counts event 0xc0" in r.message
+    holds("upstream", world, ("event-filter",))
+
+
+def test_a_latched_pmi_is_judged_where_it_is_delivered() -> None:
+    """F3 (masked_pmi = "latch", open point 1): a guest overflow while LVTPC is masked is latched;
+    put's LVTPC write unmasks it as NMI and the ghost judges that delivery, not only the overflow.
+    With the default "drop" policy the same world holds."""
+    from dataclasses import replace
+
+    world = _catalog_world("F3-latch")
+    r = violated("upstream", world, "guest-pmi-accounting", 111)
+    assert labels(r)[-1] == "perf_put_guest_lvtpc:write_lvtpc" and "delivered as a host NMI" in r.message
+    dropped = replace(world, machine=replace(world.machine, masked_pmi="drop"))
+    holds("upstream", dropped)
+
+
 COVERED = {
     "progress": test_progress_fails_on_a_host_pmi_storm,
     "lvtpc-written-while-enabled": test_lvtpc_before_clear_rewrites_lvtpc_while_enabled,
@@ -412,6 +453,7 @@ COVERED = {
     "host-isolation": test_host_isolation_without_sched_out,
     "host-pmi-accounting": test_host_pmi_accounting_host_overflow_to_guest_vector,
     "no-warn": test_seed_assert_warns_on_amd_without_host_events,
+    "event-filter": test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write,
 }
 
 

@@ -97,7 +97,7 @@ def test_entries_are_complete() -> None:
 
 def test_restricted_scenarios_say_so() -> None:
     restricted = {s.id for s in CATALOG.scenarios if s.properties}
-    assert restricted == {"S2", "S8", "S13", "S13-spurious", "H2-intel", "H10-guest"}
+    assert restricted == {"S2", "S8", "S13", "S13-spurious", "H2-intel", "H10-guest", "F2-fix", "F3-fix"}
 
 
 def test_new_designs_have_summary_and_source() -> None:
@@ -419,12 +419,15 @@ def test_filter_is_the_only_difference(sid: str) -> None:
     assert o.verdict == "holds", o.message
 
 
-def test_s2_hostonly_is_the_svme_off_policy() -> None:
-    """S2-hostonly's difference comes from the measured SVME=0 behaviour (open point 6): the APM reading holds."""
+def test_s2_hostonly_differs_under_either_svme_off_policy() -> None:
+    """S2-hostonly: with the APM reading of SVME=0 (open point 6) the counts agree, but the guest
+    still reads its selector back without HostOnly, which KVM's AMD vPMU drops as reserved."""
     s = CATALOG.by_id["S2-hostonly"]
     assert s.world is not None
     world = replace(s.world, machine=replace(s.world.machine, svme_off_filter="apm"))
-    assert run(replace(s, world=world, verdict="holds", prop="")).verdict == "holds"
+    o = run(replace(s, world=world))
+    assert (o.verdict, o.prop) == ("violated", "guest-transparency")
+    assert "rdmsr(PerfEvtSel0)" in o.message
 
 
 def test_html_writes_the_first_counterexample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

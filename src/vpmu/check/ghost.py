@@ -43,6 +43,11 @@ class Ghost(Observer):
         self.owner_fixed = layout.array("ghost.owner.FIXED_CTR", cpu.cfg.num_fixed, "ghost", fmt="int")
         self.uncounted = [layout.field(f"ghost.{e.name}.uncounted", "ghost", fmt="int") for e in env.host_events]
         self.owed = [layout.field(f"ghost.{e.name}.ovf_owed", "ghost", fmt="bool") for e in env.host_events]
+        # With masked_pmi = "latch", who owned the counters whose PMI the masked LVTPC latched
+        # (bit HOST, bit GUEST): the PMI is routed when LVTPC is unmasked, and judged then.
+        self.latched_owners = (
+            layout.field("ghost.latched_pmi_owners", "ghost", fmt="int") if cpu.pmi_latched >= 0 else -1
+        )
         # PERF_GLOBAL_CTRL as the vCPU task's own code (and VM transitions) left it:
         # I1 is an ordering property of that straight-line code; what interrupt
         # handlers do in between is judged by the other properties.
@@ -166,6 +171,7 @@ class Ghost(Observer):
         env, ins = self.env, self.instr
         path = (*ins.path, ins.function) if ins else ()
         overflow = 0
+        prev = ""
         for kind, a, b in log:
             if kind == "wrmsr":
                 self._track_owner(s, a, b)
@@ -185,8 +191,17 @@ class Ghost(Observer):
                 for e, ev in enumerate(env.host_events):
                     if (a >> ev.counter) & 1 and s[self.owner_gp + ev.counter] == HOST and s[env.ev_active[e]]:
                         s[self.owed[e]] = 1
-            elif kind == "pmi" and overflow:
-                self._check_route(s, a, overflow)
+            elif kind == "pmi":
+                owners = self._pmi_owners(s, overflow)
+                if a == -1:  # LVTPC masked: dropped, or latched until it is unmasked
+                    if self.latched_owners >= 0:
+                        s[self.latched_owners] |= owners
+                else:
+                    if prev == "lvtpc" and self.latched_owners >= 0:  # the latched PMI, on unmask
+                        owners |= s[self.latched_owners]
+                        s[self.latched_owners] = 0
+                    self._check_route(s, a, owners)
+            prev = kind
         for e in range(len(env.host_events)):
             if before[env.ev_active[e]] and not s[env.ev_active[e]]:
                 # perf stopped the event: its count is folded in, and an overflow not yet
@@ -216,22 +231,26 @@ class Ghost(Observer):
                 nib = (value >> (4 * j)) & 0xF
                 s[self.owner_fixed + j] = (GUEST if guest else HOST) if nib else NONE
 
-    def _check_route(self, s: list[int], route: int, overflow: int) -> None:
+    def _pmi_owners(self, s: list[int], overflow: int) -> int:
+        """Who owns the counters in ``overflow`` that raise a PMI: a bit set of HOST and GUEST."""
         cpu = self.cpu
-        owners = set()
+        owners = 0
         for i in range(cpu.cfg.num_gp):
             if (overflow >> i) & 1 and s[cpu.evtsel + i] & M.EVENTSEL_INT:
-                owners.add(s[self.owner_gp + i])
+                owners |= 1 << s[self.owner_gp + i]
         for j in range(cpu.cfg.num_fixed):
             if (overflow >> (M.FIXED_IDX_BASE + j)) & 1 and (s[cpu.fixed_ctr_ctrl] >> (4 * j)) & M.FIXED_PMI:
-                owners.add(s[self.owner_fixed + j])
-        if route == M.PERF_GUEST_MEDIATED_PMI_VECTOR and HOST in owners:
+                owners |= 1 << s[self.owner_fixed + j]
+        return owners
+
+    def _check_route(self, s: list[int], route: int, owners: int) -> None:
+        if route == M.PERF_GUEST_MEDIATED_PMI_VECTOR and owners >> HOST & 1:
             self.fail(
                 s,
                 "host-pmi-accounting",
                 f"{self.where()}: a host counter overflowed and its PMI was routed to the guest vector 0xF5",
             )
-        elif route == 2 and GUEST in owners:
+        elif route == 2 and owners >> GUEST & 1:
             self.fail(
                 s,
                 "guest-pmi-accounting",
@@ -252,7 +271,9 @@ class Ghost(Observer):
                     f"{self.where()}: guest_lvtpc_loaded={s[env.guest_lvtpc_loaded]} but LVTPC = {M.lvtpc_str(lvt)} "
                     f"while {armed} can raise a PMI (PERF_GLOBAL_CTRL = {gc:#x})",
                 )
-        if not s[cpu.mode]:
+        if s[cpu.mode]:
+            self._filter_enforced(s)
+        else:
             for i in range(cpu.cfg.num_gp):
                 if s[self.owner_gp + i] == GUEST and cpu.counts(s, i, False, 0) is not None:
                     self.fail(
@@ -281,6 +302,27 @@ class Ghost(Observer):
                         "amd-guest-only",
                         f"{self.where()}: guest selector {sel:#x} in PerfEvtSel{i} is not GuestOnly",
                     )
+
+    def _filter_enforced(self, s: list[int]) -> None:
+        """event-filter: in guest mode, no hardware counter of the guest's is set to count a denied event."""
+        env, cpu = self.env, self.cpu
+        vcpu = env.vcpu
+        if not (vcpu.deny_events or vcpu.deny_fixed):
+            return
+        for i in range(vcpu.num_gp):
+            sel = s[cpu.evtsel + i]
+            if s[self.owner_gp + i] == GUEST and not kvm.event_allowed(env, sel) and self._counts(s, i):
+                self.fail(
+                    s, "event-filter", f"{self.where()}: PMC{i} counts event {sel & 0xFF:#x}, which the filter denies"
+                )
+                return
+        for j in vcpu.deny_fixed:
+            if j < vcpu.num_fixed and any(cpu.fixed_counts(s, j, cpl) for cpl in (0, 3)):
+                self.fail(s, "event-filter", f"{self.where()}: FIXED_CTR{j} counts, and the filter denies it")
+                return
+
+    def _counts(self, s: list[int], i: int) -> bool:
+        return any(self.cpu.counts(s, i, True, cpl) for cpl in (0, 3))
 
     def _pmi_armed(self, s: list[int]) -> str:
         """A counter that counts in the current mode with its PMI enabled, or ""."""

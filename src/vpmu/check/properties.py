@@ -92,6 +92,11 @@ PROPERTIES: tuple[Property, ...] = (
         "no WARN_ON_ONCE fires (a WARN on a correct state is a finding: the seed's assertion on AMD)",
         "I8; seed thread (Sean 2025-11-19); §2.6",
     ),
+    Property(
+        "event-filter",
+        "in guest mode no counter runs an event the VM's event filter denies",
+        "H19; §5.5; v6 24/44 (kvm_mediated_pmu_refresh_event_filter)",
+    ),
 )
 
 BY_NAME = {p.name: p for p in PROPERTIES}

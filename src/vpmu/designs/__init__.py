@@ -354,3 +354,65 @@ NO_GUESTONLY_AMD = UPSTREAM.derive(
     notes="A no-op on Intel. Unlike raw-eventsel, load still writes eventsel_hw, so the filter still works.",
 )
 DESIGNS[NO_GUESTONLY_AMD.name] = NO_GUESTONLY_AMD
+
+
+# --- F2: a FIXED_CTR_CTRL write re-enables a denied fixed counter (docs/findings.md) ------------
+
+
+def _handle_exit_refilter_fixed(env: KernelEnv) -> Step:
+    from vpmu.hw import virt as V
+
+    base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
+    assert base.do is not None
+    base_do, cpu = base.do, env.cpu
+    every_fixed = sum(1 << (M.FIXED_IDX_BASE + j) for j in range(env.vcpu.num_fixed))
+
+    def do(s: list[int]) -> None:
+        reason, msr = s[cpu.exit_reason], s[cpu.exit_qual]
+        before = s[env.fixed_ctr_ctrl] if env.vcpu.num_fixed else 0
+        base_do(s)
+        if reason == V.EXIT_WRMSR and msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL and s[env.fixed_ctr_ctrl] != before:
+            s[env.reprogram_pmi] |= every_fixed
+
+    return Step(
+        "handle_exit",
+        "kvm_x86_call(handle_exit)(vcpu): emulate and skip; a FIXED_CTR_CTRL change marks every fixed counter "
+        "for reprogramming",
+        do,
+        source="F2 fix (docs/findings.md)",
+    )
+
+
+FIXED_REFILTER = UPSTREAM.derive(
+    "fixed-refilter",
+    "F2 fix: reprogram_fixed_counters() marks every fixed counter when FIXED_CTR_CTRL changes, so "
+    "kvm_mediated_pmu_refresh_event_filter() re-applies the filter to every field of fixed_ctr_ctrl_hw",
+    [Edit("replace", "vcpu_enter_guest", "handle_exit", step=_handle_exit_refilter_fixed)],
+    source="docs/findings.md F2; kernel-mediated-pmu.md §5.5, H19",
+)
+DESIGNS[FIXED_REFILTER.name] = FIXED_REFILTER
+
+
+# --- F3: a latched guest PMI replayed as a host NMI at put (docs/findings.md) ------------------
+
+
+def _put_lvtpc_drain(env: KernelEnv) -> Function:
+    cpu = env.cpu
+    base = perf.perf_put_guest_lvtpc(env)
+    unmask = Step(
+        "drain_latched",
+        "apic_write(APIC_LVTPC, APIC_DM_FIXED | PERF_GUEST_MEDIATED_PMI_VECTOR): a latched guest PMI goes to 0xF5",
+        lambda s: cpu.write_lvtpc(s, M.APIC_DM_FIXED | M.PERF_GUEST_MEDIATED_PMI_VECTOR),
+        source="F3 fix (docs/findings.md)",
+    )
+    return Function(base.name, (unmask, *base.steps), doc=base.doc, source=base.source)
+
+
+PUT_DRAINS_LATCH = UPSTREAM.with_builders(
+    "put-drains-latch",
+    "F3 fix: perf_put_guest_lvtpc() first unmasks LVTPC on the mediated vector, so a PMI the masked "
+    "LVTPC latched reaches KVM's 0xF5 handler (KVM_REQ_PMI), then routes PMIs back to NMI",
+    {"perf_put_guest_lvtpc": _put_lvtpc_drain},
+    source="docs/findings.md F3; x86-pmu-hardware.md F-2.8",
+)
+DESIGNS[PUT_DRAINS_LATCH.name] = PUT_DRAINS_LATCH

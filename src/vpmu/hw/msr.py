@@ -46,6 +46,9 @@ EVENTSEL_CMASK = 0xFF << 24
 AMD64_EVENTSEL_EVENT_HI = 0xF << 32
 AMD64_EVENTSEL_GUESTONLY = 1 << 40
 AMD64_EVENTSEL_HOSTONLY = 1 << 41
+#: Selector bits KVM drops from an AMD guest's write (amd_pmu_refresh(): pmu->reserved_bits),
+#: among them HostOnly and GuestOnly: the guest's vPMU has no host/guest filter.
+AMD_PMU_RESERVED_BITS = 0xFFFFFFF000280000
 
 # --- FIXED_CTR_CTRL nibble (F-1.6) -----------------------------------------
 FIXED_OS = 0x1

@@ -140,6 +140,8 @@ class KernelEnv:
         self.running_vcpu = L.field("kvm.running_vcpu", "kvm", init=1, fmt="bool")
         self.req_pmi = L.field("kvm.KVM_REQ_PMI", "kvm", fmt="bool")
         self.req_pmu = L.field("kvm.KVM_REQ_PMU", "kvm", fmt="bool")
+        # pmu->reprogram_pmi: PMCs whose controls changed (GP i: bit i; fixed j: bit 32 + j).
+        self.reprogram_pmi = L.field("pmu.reprogram_pmi", "kvm")
         gp_reset = (1 << v.num_gp) - 1  # kvm_pmu_refresh: GENMASK(nr_gp - 1, 0) (§1.4)
         self.pmu_global_ctrl = L.field("pmu.global_ctrl", "kvm", init=gp_reset)
         self.pmu_global_status = L.field("pmu.global_status", "kvm")

@@ -75,34 +75,49 @@ def eventsel_hw_for(env: KernelEnv, value: int) -> int:
     return value
 
 
-def _event_allowed(env: KernelEnv, sel: int) -> bool:
+def event_allowed(env: KernelEnv, sel: int) -> bool:
+    """pmc_is_event_allowed() for a GP selector: the VM's deny list (§5.5)."""
     event = sel & 0xFF
     if env.cpu.cfg.amd:
         event |= (sel >> 24) & 0xF00
     return event not in env.vcpu.deny_events
 
 
+def request_counter_reprogram(env: KernelEnv, s: list[int], idx: int) -> None:
+    """kvm_pmu_request_counter_reprogram() / reprogram_counters(): mark the PMC, raise KVM_REQ_PMU."""
+    s[env.reprogram_pmi] |= 1 << idx
+    s[env.req_pmu] = 1
+
+
 def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
-    """kvm_mediated_pmu_refresh_event_filter() for every PMC (§5.5).
+    """kvm_pmu_handle_event(): kvm_mediated_pmu_refresh_event_filter() for each marked PMC (§5.5).
 
     GP: only the EN bit of ``eventsel_hw`` changes (cleared, then copied back
     from the guest's selector if the filter allows the event); the rest of
     ``eventsel_hw`` is what the guest's last selector write made it (AMD: the
     GuestOnly stuffing happens on that write, v6 26/44), so a selector the
     guest never wrote stays 0 and put does not clear it (B.3.4, B.4.4).
+    Fixed: the counter's 4-bit field of ``fixed_ctr_ctrl_hw`` is cleared, then
+    copied back from the guest's FIXED_CTR_CTRL if the filter allows it. PMCs
+    not marked keep what the last write left in ``*_hw`` (finding F2).
     """
+    marked = s[env.reprogram_pmi]
+    s[env.reprogram_pmi] = 0
     for i in range(env.vcpu.num_gp):
+        if not marked >> i & 1:
+            continue
         sel = s[env.pmc_eventsel + i]
         hw = s[env.pmc_eventsel_hw + i] & ~M.EVENTSEL_EN
-        if _event_allowed(env, sel):
+        if event_allowed(env, sel):
             hw |= sel & M.EVENTSEL_EN
         s[env.pmc_eventsel_hw + i] = hw
-    if env.vcpu.num_fixed:
-        fcc = s[env.fixed_ctr_ctrl]
-        hw = 0
-        for j in range(env.vcpu.num_fixed):
-            if j not in env.vcpu.deny_fixed:
-                hw |= fcc & (0xF << (4 * j))
+    for j in range(env.vcpu.num_fixed):
+        if not marked >> (M.FIXED_IDX_BASE + j) & 1:
+            continue
+        mask = 0xF << (4 * j)
+        hw = s[env.fixed_ctr_ctrl_hw] & ~mask
+        if j not in env.vcpu.deny_fixed:
+            hw |= s[env.fixed_ctr_ctrl] & mask
         s[env.fixed_ctr_ctrl_hw] = hw
 
 
@@ -124,7 +139,7 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
             continue
         if (sel >> 8) & 0xFF or not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             continue
-        if not _event_allowed(env, sel):
+        if not event_allowed(env, sel):
             continue
         v = (s[env.pmc_counter + i] + 1) & mask
         s[env.pmc_counter + i] = v
@@ -223,9 +238,12 @@ def emulated_wrmsr(env: KernelEnv, s: list[int], msr: int, value: int) -> None:
     cfg, cpu = env.cpu.cfg, env.cpu
     for i in range(env.vcpu.num_gp):
         if msr == env.GP_EVENTSEL(i) or (cfg.amd and i < 4 and msr == M.MSR_K7_EVNTSEL0 + i):
-            s[env.pmc_eventsel + i] = value
-            s[env.pmc_eventsel_hw + i] = eventsel_hw_for(env, value)
-            s[env.req_pmu] = 1  # kvm_pmu_request_counter_reprogram()
+            if cfg.amd:
+                value &= ~M.AMD_PMU_RESERVED_BITS  # amd_pmu_set_msr(): dropped, no #GP
+            if value != s[env.pmc_eventsel + i]:
+                s[env.pmc_eventsel + i] = value
+                s[env.pmc_eventsel_hw + i] = eventsel_hw_for(env, value)
+                request_counter_reprogram(env, s, i)
             return
         if msr in (env.GP_COUNTER(i), M.MSR_IA32_PERFCTR0 + i if cfg.intel else M.MSR_K7_PERFCTR0 + i):
             s[env.pmc_counter + i] = value & cpu.gp_mask
@@ -235,11 +253,18 @@ def emulated_wrmsr(env: KernelEnv, s: list[int], msr: int, value: int) -> None:
             s[env.fixed_counter + j] = value & cpu.fixed_mask
             return
     if cfg.intel and msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL:
-        s[env.fixed_ctr_ctrl] = value
-        s[env.fixed_ctr_ctrl_hw] = value
-        s[env.req_pmu] = 1
+        old = s[env.fixed_ctr_ctrl]
+        if value != old:  # reprogram_fixed_counters(): all of it to hw, only changed fields marked
+            s[env.fixed_ctr_ctrl] = s[env.fixed_ctr_ctrl_hw] = value
+            for j in range(env.vcpu.num_fixed):
+                if (old ^ value) >> (4 * j) & 0xF:
+                    request_counter_reprogram(env, s, M.FIXED_IDX_BASE + j)
     elif msr == env.PERF_GLOBAL_CTRL:
+        diff = s[env.pmu_global_ctrl] ^ value
         s[env.pmu_global_ctrl] = value
+        for idx in range(diff.bit_length()):  # reprogram_counters()
+            if diff >> idx & 1:
+                request_counter_reprogram(env, s, idx)
         if cfg.intel:  # write_global_ctrl: always forwarded to the VMCS (v6, §1.4)
             s[cpu.vmcs_guest_pgc] = value
     elif msr in (M.MSR_CORE_PERF_GLOBAL_OVF_CTRL, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR):
