@@ -239,3 +239,17 @@ def test_flexible_events_may_share_a_counter() -> None:
     }
     w = parse_world(data, "w.toml")
     assert [(e.name, e.counter, e.pinned) for e in w.host_events] == [("a", 0, False), ("b", 0, False)]
+
+
+def test_perf_never_arms_a_counter_one_event_from_overflow() -> None:
+    """x86_perf_event_set_period(): a period of 1 is armed as 2 (some CPUs misbehave with 1 left)."""
+    from vpmu.check.world import parse_world
+
+    data = {
+        "machine": {"vendor": "intel", "num_gp": 1, "gp_width": 5, "num_fixed": 0},
+        "host_event": [{"name": "cycles", "period": 1}],
+        "guest": {"program": ["hlt"]},
+    }
+    system = System(get_design("upstream"), parse_world(data, "w.toml"))
+    s = system.initial()
+    assert s[system.env.ev_prev[0]] == -2 & system.cpu.gp_mask == s[system.cpu.pmc]

@@ -166,7 +166,7 @@ class System:
         for e, ev in enumerate(env.host_events):
             if not ev.opened:
                 continue
-            s[env.ev_prev[e]] = -ev.period & cpu.gp_mask  # x86_perf_event_set_period()
+            s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
             s[env.ev_active[e]] = 0
         perf.sched_in(env, s)
         for e, ev in enumerate(env.host_events):

@@ -168,6 +168,12 @@ class KernelEnv:
         self.guest_rax = L.field("guest.rax", "guest")
         del cfg
 
+    def armed_value(self, e: int) -> int:
+        """x86_perf_event_set_period(): the counter value that leaves ``period`` events to the
+        overflow; perf never leaves fewer than 2 ("certain CPUs don't like it if just 1 hw_event
+        is left")."""
+        return -max(self.host_events[e].period, 2) & self.cpu.gp_mask
+
     def active_events(self, s: list[int]) -> bool:
         """atomic_read(&active_events) != 0: some x86 event exists (opened on any CPU).
 

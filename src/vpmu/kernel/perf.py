@@ -265,7 +265,7 @@ def _handle_overflows(env: KernelEnv) -> Step:
         for e, ev in enumerate(env.host_events):
             if s[env.ev_active[e]] and (status >> ev.counter) & 1:
                 event_update(env, s, e)
-                value = -ev.period & cpu.gp_mask  # x86_perf_event_set_period()
+                value = env.armed_value(e)  # x86_perf_event_set_period()
                 cpu.wrmsr(s, env.GP_COUNTER(ev.counter), value)
                 s[env.ev_prev[e]] = value
                 env.obs.host_pmi_handled(s, e)
@@ -448,7 +448,7 @@ def perf_event_ipi(env: KernelEnv) -> Function:
         e = s[ev_slot]
         if not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
             s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 1
-            s[env.ev_prev[e]] = -env.host_events[e].period & cpu.gp_mask  # x86_perf_event_set_period()
+            s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
             ctx_resched(env, s, e)
         elif s[env.ev_enabled[e]]:  # __perf_event_disable()
             if s[env.ev_active[e]]:
