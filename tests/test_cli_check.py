@@ -77,7 +77,7 @@ def test_check_without_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     assert err == ""
     lines = out.splitlines()
-    assert lines[0] == "upstream on intel-default: counterexample (80 steps)"
+    assert lines[0] == "upstream on intel-default: counterexample (81 steps)"
     assert lines[1].split() == ["#", "context", "step", "changed"]
     assert "violated: lvtpc-route-consistent — " + P.BY_NAME["lvtpc-route-consistent"].description in lines
     assert "  source: I2; §2.4" in lines
@@ -97,7 +97,7 @@ def test_check_without_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 2
     intel, amd = rows
     assert intel[:3] == ["upstream", "intel-default", "violated"]
-    assert intel[5] == "80" and intel[8:] == ["lvtpc-route-consistent", "(trace:", "80", "steps)"]
+    assert intel[5] == "81" and intel[8:] == ["lvtpc-route-consistent", "(trace:", "81", "steps)"]
     assert amd[:3] == ["upstream", "amd-default", "holds"]
     assert len(amd) == 8  # no detail
     for row in rows:
@@ -199,7 +199,7 @@ def test_json_violated_default_intel(capsys: pytest.CaptureFixture[str]) -> None
         "intel-default",
         "intel",
         "violated",
-        80,
+        81,
     )
     assert r["properties"] == [p.name for p in P.PROPERTIES if p.vendor != "amd"]
     v = r["violation"]

@@ -281,7 +281,7 @@ def test_python_file_with_a_step_factory(
     assert "pmc->eventsel)" in row and "eventsel_hw" not in row
     code, (r,) = check_json(capsys, "--design-file", f, "--world", worlds["amd"])
     assert code == 1
-    assert (r["violation"]["property"], r["depth"]) == ("amd-guest-only", 64)
+    assert (r["violation"]["property"], r["depth"]) == ("amd-guest-only", 65)
     code, (r,) = check_json(capsys, "--design-file", f, "--world", worlds["intel"])
     assert code == 1  # on Intel the raw selector is what KVM loads anyway: only the NMI race remains
     assert r["violation"]["property"] == "lvtpc-route-consistent"

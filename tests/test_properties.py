@@ -194,7 +194,7 @@ def test_no_clear_on_intel() -> None:
     r = violated("no-clear", world, "lvtpc-written-while-enabled", 10)  # BFS-shortest
     assert "while PERF_GLOBAL_CTRL = 0x1" in r.message
     only = ("no-guest-counting-in-host",)
-    r = violated("no-clear", world, "no-guest-counting-in-host", 63, only)  # BFS-shortest
+    r = violated("no-clear", world, "no-guest-counting-in-host", 64, only)  # BFS-shortest
     # the guest first programs its selector (an exit KVM emulates); the next load writes it.
     assert labels(r)[-1] == "kvm_pmu_load_guest_pmcs:load_eventsel0"
     assert "PMC0 holds guest selector" in r.message
@@ -223,7 +223,7 @@ def test_no_nmi_gate_lets_perf_touch_the_guest_pmu() -> None:
 def test_put_keeps_eventsel_leaves_guest_state() -> None:
     """H9: put leaves the guest's selector in hardware when perf re-schedules its events."""
     world = small_world("intel")
-    r = violated("put-keeps-eventsel", world, "clean-after-put", 78)  # BFS-shortest
+    r = violated("put-keeps-eventsel", world, "clean-after-put", 80)  # BFS-shortest
     assert "EVTSEL0=0x5300c0" in r.message
     holds("upstream", world)
 
@@ -233,10 +233,10 @@ def test_no_status_restore_loses_guest_status() -> None:
     restricted to guest transparency, the guest then reads a status a native CPU
     would not show."""
     world = small_world("intel")
-    r = violated("no-status-restore", world, "restored-after-load", 121)  # BFS-shortest
+    r = violated("no-status-restore", world, "restored-after-load", 123)  # BFS-shortest
     assert "GLOBAL_STATUS=0x0 but pmu->global_status=0x1" in r.message
     only = ("guest-transparency",)
-    r = violated("no-status-restore", world, "guest-transparency", 124, only)  # BFS-shortest
+    r = violated("no-status-restore", world, "guest-transparency", 126, only)  # BFS-shortest
     assert labels(r)[-1] == "guest_pmi_handler:read_status"
     assert "rdmsr(IA32_PERF_GLOBAL_STATUS) read 0x0; a native CPU shows 0x1" in r.message
     holds("upstream", world)
@@ -244,9 +244,9 @@ def test_no_status_restore_loses_guest_status() -> None:
 
 def test_no_status_restore_on_amd() -> None:
     world = small_world("amd")
-    violated("no-status-restore", world, "restored-after-load", 121)  # BFS-shortest
+    violated("no-status-restore", world, "restored-after-load", 123)  # BFS-shortest
     only = ("guest-transparency",)
-    violated("no-status-restore", world, "guest-transparency", 125, only)  # BFS-shortest
+    violated("no-status-restore", world, "guest-transparency", 127, only)  # BFS-shortest
     holds("upstream", world)
 
 
@@ -254,7 +254,7 @@ def test_no_fastpath_guard_counts_into_a_stale_counter() -> None:
     """H11: the fastpath skips the guest's TSC-deadline WRMSR and counts it in
     pmc->counter while the live count is in hardware; put will overwrite it."""
     world = small_world("intel", program=[*PROGRAM[:3], "tsc_deadline", *PROGRAM[3:]])
-    r = violated("no-fastpath-guard", world, "no-emulated-count-while-loaded", 73)  # BFS-shortest
+    r = violated("no-fastpath-guard", world, "no-emulated-count-while-loaded", 74)  # BFS-shortest
     assert labels(r)[-1] == "vcpu_enter_guest:fastpath"
     holds("upstream", world)
 
@@ -270,7 +270,7 @@ def test_lvtpc_route_consistent_upstream_race_on_intel() -> None:
     the guest selector is loaded a guest overflow would reach host perf. The proposed
     fix (flag first, PMU left disabled) holds on the same world."""
     world = small_world("intel", nmis=1)
-    r = violated("upstream", world, "lvtpc-route-consistent", 76)  # BFS-shortest
+    r = violated("upstream", world, "lvtpc-route-consistent", 77)  # BFS-shortest
     assert "guest_lvtpc_loaded=1 but LVTPC = NMI" in r.message
     # In order: the LVTPC write, the NMI raised and taken, the handler's late ack to NMI,
     # its return, the flag write, and the guest selector that arms a PMI.
@@ -295,7 +295,7 @@ def test_lvtpc_route_consistent_put_keeps_lvtpc() -> None:
     """H1 on the put side: perf clears guest_lvtpc_loaded but LVTPC keeps routing to
     0xF5 when perf re-enables its events; a host overflow would be misrouted."""
     world = small_world("intel")
-    r = violated(PUT_KEEPS_LVTPC, world, "lvtpc-route-consistent", 31)  # BFS-shortest
+    r = violated(PUT_KEEPS_LVTPC, world, "lvtpc-route-consistent", 32)  # BFS-shortest
     assert labels(r)[-1] == "perf_put_guest_context:perf_ctx_enable"
     holds("upstream", world)
 
@@ -306,7 +306,7 @@ def test_amd_guest_only_raw_selector() -> None:
     stuff GuestOnly=1/HostOnly=0 into eventsel_hw; loading the guest's raw selector
     breaks that as soon as the guest has enabled a counter."""
     world = small_world("amd")
-    r = violated(RAW_EVENTSEL, world, "amd-guest-only", 64)  # BFS-shortest
+    r = violated(RAW_EVENTSEL, world, "amd-guest-only", 65)  # BFS-shortest
     assert labels(r)[-1] == "kvm_pmu_load_guest_pmcs:load_eventsel0"
     assert "is not GuestOnly" in r.message
     holds("upstream", world)
@@ -317,7 +317,7 @@ def test_guest_pmi_accounting_without_lvtpc_switch() -> None:
     guest's overflow raises a host NMI; host perf takes (and acks) it and the guest
     never gets its PMI. The dedicated vector 0xF5 exists for exactly this."""
     world = small_world("intel")
-    r = violated(NO_LVTPC_SWITCH, world, "guest-pmi-accounting", 65)  # BFS-shortest
+    r = violated(NO_LVTPC_SWITCH, world, "guest-pmi-accounting", 66)  # BFS-shortest
     assert "a guest counter overflowed and its PMI was delivered as a host NMI" in r.message
     assert r.records[-1].context == "guest"
     holds("upstream", world)
@@ -329,7 +329,7 @@ def test_host_isolation_without_sched_out() -> None:
     believes the event runs, does not re-program it at put, and the event misses
     every host-mode cycle afterwards. A guest that does nothing suffices."""
     world = small_world("intel", program=["hlt"])
-    r = violated(NO_SCHED_OUT, world, "host-isolation", 37)  # BFS-shortest
+    r = violated(NO_SCHED_OUT, world, "host-isolation", 38)  # BFS-shortest
     assert labels(r)[-1] == "vcpu_run:perf_read"
     assert "host event 'cycles' counted" in r.message
     holds("upstream", world)
@@ -339,10 +339,10 @@ def test_host_pmi_accounting_host_overflow_to_guest_vector() -> None:
     """H1: with LVTPC still routed to 0xF5 after put, a host counter overflow raises
     the guest's vector: KVM would inject a spurious guest PMI and host perf loses its
     sample. lvtpc-route-consistent flags the misrouting as soon as perf re-enables
-    (31 steps, above); restricted to host-pmi-accounting the overflow itself shows."""
+    (32 steps, above); restricted to host-pmi-accounting the overflow itself shows."""
     world = small_world("intel")
     only = ("host-pmi-accounting",)
-    r = violated(PUT_KEEPS_LVTPC, world, "host-pmi-accounting", 40, only)  # BFS-shortest
+    r = violated(PUT_KEEPS_LVTPC, world, "host-pmi-accounting", 41, only)  # BFS-shortest
     assert "routed to the guest vector 0xF5" in r.message
     assert ("pmi", 0xF5, 0xF5) in r.records[-1].hw  # host-mode overflow, raised on the guest vector
     assert any(kind == "overflow" and not in_guest for kind, _, in_guest in r.records[-1].hw)
@@ -355,7 +355,7 @@ def test_no_guest_counting_in_host_flag_first_alone() -> None:
     the guest's selector counts host code (why perf-stays-disabled also keeps
     cpuc->enabled clear)."""
     world = small_world("intel", nmis=1)
-    r = violated("flag-first", world, "no-guest-counting-in-host", 76)  # BFS-shortest
+    r = violated("flag-first", world, "no-guest-counting-in-host", 77)  # BFS-shortest
     assert labels(r)[-1] == "kvm_pmu_load_guest_pmcs:load_eventsel0"
     holds("perf-stays-disabled", world)
 
@@ -480,7 +480,7 @@ def test_fix_holds_on_small_worlds_with_exits_and_nmis(vendor: str) -> None:
 
 def test_upstream_violates_intel_default() -> None:
     """The known race on the default Intel world (see the route-consistency test)."""
-    violated("upstream", builtin_worlds()["intel-default"], "lvtpc-route-consistent", 80)  # BFS-shortest
+    violated("upstream", builtin_worlds()["intel-default"], "lvtpc-route-consistent", 81)  # BFS-shortest
 
 
 @pytest.mark.slow

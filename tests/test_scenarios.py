@@ -1,4 +1,5 @@
-"""Appendix C scenarios S1, S2, S5, S7, S8, S15 as scripted runs with the outcome Appendix C states.
+"""Appendix C scenarios S1, S2, S5, S7, S8, S15 as scripted runs with the outcome Appendix C states
+(and the order of the inner run loop's fastpath handler and request check, §1.1).
 
 Each scenario is a small world run either by ``simulate`` (deterministic: a pending
 interrupt is always taken first) or by :func:`drive`, which takes the same moves
@@ -24,6 +25,7 @@ from vpmu.designs import get_design
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.layout import State
+from vpmu.kernel.kvm import MSR_IA32_TSC_DEADLINE
 
 USR, OS, INT, EN = M.EVENTSEL_USR, M.EVENTSEL_OS, M.EVENTSEL_INT, M.EVENTSEL_EN
 GUESTONLY, HOSTONLY = M.AMD64_EVENTSEL_GUESTONLY, M.AMD64_EVENTSEL_HOSTONLY
@@ -426,6 +428,77 @@ def test_S7_pmi_skid_past_cpuid_exit() -> None:
     assert run.index("vcpu_enter_guest:vmenter", inject) > inject  # injected on the next entry
     journal = sys_.ghost.journal or []
     assert [j for j in journal if j[0] == "guest PMI"] == [("guest PMI", "delivered", 1, 1)]
+
+
+# --- the inner run loop: fastpath handler, then the request check (§1.1, H11) ------------------------
+
+FASTPATH_WORLD = """
+[machine]
+vendor = "intel"
+num_gp = 1
+gp_width = 5
+num_fixed = 0
+[guest]
+program = [
+  "wrmsr PMC0 -2",
+  "wrmsr EVTSEL0 INSTRUCTIONS|USR|OS|INT|EN",   # emulated and counted: pmc->counter = -1
+  "tsc_deadline",                                # a fastpath WRMSR: counting it wraps PMC0
+  "hlt",
+]
+[bounds]
+exits = 0
+nmis = 0
+"""
+
+
+def test_fastpath_request_check_comes_after_the_handler() -> None:
+    """§1.1: the vendor run function's fastpath handler runs first; the loop then re-enters only if
+    kvm_vcpu_exit_request() is false. Without the H11 guard (no-fastpath-guard) the handler skips the
+    TSC_DEADLINE WRMSR and its emulated count wraps pmc->counter, raising KVM_REQ_PMI: the request check
+    after the handler sees it and breaks out to put, and the slow-path handle_exit does not emulate the
+    already-skipped WRMSR a second time (exit_fastpath != EXIT_FASTPATH_NONE)."""
+    sys_ = system("no-fastpath-guard", FASTPATH_WORLD)
+    cpu = sys_.cpu
+    run = drive(sys_)
+    assert violation(run) == "no-emulated-count-while-loaded"  # I9: the count went into a stale pmc->counter
+    rip, ef, req_pmi = run.slot("guest.rip"), run.slot("kvm.exit_fastpath"), run.slot("kvm.KVM_REQ_PMI")
+    (fp,) = [
+        i
+        for i, rec in enumerate(run.records)
+        if rec.label == "vcpu_enter_guest:fastpath" and run.states[i][cpu.exit_qual] == MSR_IA32_TSC_DEADLINE
+    ]
+    after = run.states[fp + 1]
+    assert (after[ef], after[req_pmi], after[run.slot("pmc.counter0")]) == (1, 1, 0)
+    assert after[rip] == run.states[fp][rip] + 1  # skipped in the fastpath
+    assert run.records[fp + 1].label == "vcpu_enter_guest:kvm_vcpu_exit_request"
+    assert run.records[fp + 2].label == "intel_mediated_pmu_put:save_status"  # broke out: no re-entry
+    done = run.index("vcpu_enter_guest:handle_exit", fp)
+    assert run.states[done][ef] == 1
+    assert run.states[done + 1][rip] == after[rip]  # not skipped again
+    assert run.states[done + 1][ef] == 0  # the local is dead after vcpu_enter_guest
+    assert run.index("vcpu_enter_guest:kvm_pmu_deliver_pmi", done) > done
+
+
+def test_fastpath_guard_sends_the_counted_wrmsr_to_the_slow_path() -> None:
+    """The same guest under upstream: kvm_pmu_is_fastpath_emulation_allowed() is false (PMC0 counts
+    instructions), so the handler leaves the exit alone, the loop breaks out, and handle_exit emulates
+    and counts the WRMSR after put (H11); no property fails."""
+    sys_ = system("upstream", FASTPATH_WORLD)
+    cpu = sys_.cpu
+    run = drive(sys_)
+    assert violation(run) == ""
+    rip, ef = run.slot("guest.rip"), run.slot("kvm.exit_fastpath")
+    (fp,) = [
+        i
+        for i, rec in enumerate(run.records)
+        if rec.label == "vcpu_enter_guest:fastpath" and run.states[i][cpu.exit_qual] == MSR_IA32_TSC_DEADLINE
+    ]
+    assert run.states[fp + 1][ef] == 0 and run.states[fp + 1][rip] == run.states[fp][rip]
+    assert run.records[fp + 1].label == "vcpu_enter_guest:kvm_vcpu_exit_request"
+    assert run.records[fp + 2].label == "intel_mediated_pmu_put:save_status"
+    done = run.index("vcpu_enter_guest:handle_exit", fp)
+    assert run.states[done + 1][rip] == run.states[fp][rip] + 1  # skipped once, in the slow path
+    assert run.states[done + 1][run.slot("kvm.KVM_REQ_PMI")] == 1  # its count wrapped pmc->counter
 
 
 # --- S8: unrelated NMIs while the guest context is loaded (H5) -------------------------------------

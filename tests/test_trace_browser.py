@@ -187,12 +187,12 @@ PAGES: dict[str, tuple[tuple[str, ...], int, int | None, tuple[int, int] | None]
     # guest exit at 35) and KVM injects it into the guest
     "h1-host-pmi-to-guest": (
         ("check", "--design", "lvtpc-first-running", "--vendor", "intel", "--property", "guest-pmi-accounting"),
-        61,
-        61,
+        62,
+        62,
         (24, 35),
     ),
-    # the default Intel counterexample: a host PMI (PMC0 overflows at 45, NMI delivered at 46), then F1
-    "intel-default": (("check", "--vendor", "intel"), 80, 80, (45, 46)),
+    # the default Intel counterexample: a host PMI (PMC0 overflows at 46, NMI delivered at 47), then F1
+    "intel-default": (("check", "--vendor", "intel"), 81, 81, (46, 47)),
     # a simulated schedule: guest PMIs through 0xF5 and KVM's injection, guest mode shaded
     "simulate-intel": (("simulate", "--vendor", "intel", "--exits", "every:3"), 0, None, None),
 }
@@ -342,33 +342,33 @@ def test_keyboard_and_hover(webdriver: WebDriver) -> None:
     assert wd.js("return document.body.getAttribute('data-ready')") == "1"
     assert wd.js("return window.__vpmuErrors") == []
     selected = "return document.body.getAttribute('data-selected')"
-    assert wd.js(selected) == "80"
+    assert wd.js(selected) == "81"
     wd.keys("k", "k", "\ue013")  # k, k, ArrowUp
-    assert wd.js(selected) == "77"
-    assert wd.js("return document.getElementById('blk-77').classList.contains('sel')") is True
+    assert wd.js(selected) == "78"
+    assert wd.js("return document.getElementById('blk-78').classList.contains('sel')") is True
     assert wd.js("return document.querySelectorAll('.blk.sel').length") == 1
-    assert wd.js("return document.getElementById('row-77').classList.contains('sel')") is True
+    assert wd.js("return document.getElementById('row-78').classList.contains('sel')") is True
     wd.keys("j", "\ue015")  # j, ArrowDown
-    assert wd.js(selected) == "79"
+    assert wd.js(selected) == "80"
     wd.keys("\ue011")  # Home
     assert wd.js(selected) == "1"
     assert wd.js("return document.getElementById('detail').textContent").startswith(
         "#1 · host · vcpu_enter_guest:kvm_pmu_handle_event"
     )
     wd.keys("\ue010")  # End
-    assert wd.js(selected) == "80"
+    assert wd.js(selected) == "81"
     assert wd.js("return document.getElementById('tip').hidden") is True
-    wd.hover("#blk-65")
+    wd.hover("#blk-66")
     assert wd.js("return document.getElementById('tip').hidden") is False
     tip = wd.js("return document.getElementById('tip').textContent")
-    assert tip.startswith("#65 · host · kvm_mediated_pmu_load:clear_global_ctrl")
+    assert tip.startswith("#66 · host · kvm_mediated_pmu_load:clear_global_ctrl")
     assert "GLOBAL_CTRL 0x100000001→0x0" in tip
     assert "wrmsr IA32_PERF_GLOBAL_CTRL <- 0x0" in tip
     wd.hover("#pmi-0 circle.overflow")
     tip = wd.js("return document.getElementById('tip').textContent")
     assert tip == (
-        "step 45: PMC0 overflowed in host mode; PMI -> NMI\n"
-        "delivered at step 46: NMI delivered: perf_event_nmi_handler()"
+        "step 46: PMC0 overflowed in host mode; PMI -> NMI\n"
+        "delivered at step 47: NMI delivered: perf_event_nmi_handler()"
     )
     wd.click("#blk-30")
     assert wd.js(selected) == "30"

@@ -94,10 +94,10 @@ def test_check_html_with_json_keeps_stdout_json(capsys: pytest.CaptureFixture[st
     code, out, err = run(capsys, "check", "--vendor", "intel", "--json", "--html", str(out_file))
     assert code == 1
     assert json.loads(out)["schema"] == "vpmu.check/1"
-    assert err == f"vpmu: timeline of upstream on intel-default (80 steps) written to {out_file}\n"
+    assert err == f"vpmu: timeline of upstream on intel-default (81 steps) written to {out_file}\n"
     dom = Dom(out_file.read_text())
     (g,) = dom.find("g", "pmi")
-    assert (g["data-from"], g["data-to"]) == ("45", "46")  # PMC0 overflows at 45; the NMI is delivered at 46
+    assert (g["data-from"], g["data-to"]) == ("46", "47")  # PMC0 overflows at 46; the NMI is delivered at 47
     assert len(dom.find("path", "pmi-arrow")) == 1
     assert len(dom.find("circle", "overflow")) == 1
     # the kernel flag the violation message names gets a lane
@@ -133,7 +133,7 @@ def test_render_is_self_contained(capsys: pytest.CaptureFixture[str], tmp_path: 
     f = check_json(capsys, tmp_path, "--vendor", "intel")
     out_file = tmp_path / "c.html"
     code, out, _ = run(capsys, "trace", "render", str(f), "--html", str(out_file))
-    assert code == 0 and out == f"timeline of upstream on intel-default (80 steps) written to {out_file}\n"
+    assert code == 0 and out == f"timeline of upstream on intel-default (81 steps) written to {out_file}\n"
     page = out_file.read_text()
     assert "http://" not in page and "https://" not in page and "//cdn" not in page
     dom = Dom(page)
@@ -143,11 +143,11 @@ def test_render_is_self_contained(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert len(scripts) == 2 and scripts[0]["type"] == "application/json" and "src" not in scripts[1]
     blob = page.split('<script type="application/json" id="vpmu-data">')[1].split("</script>")[0]
     data = json.loads(blob)
-    assert len(data["steps"]) == 80 and data["violation"] == 80
-    step = data["steps"][64]
+    assert len(data["steps"]) == 81 and data["violation"] == 81
+    step = data["steps"][65]
     assert step["l"] == "kvm_mediated_pmu_load:clear_global_ctrl"
     assert step["ch"] == [["GLOBAL_CTRL", "0x100000001", "0x0"]]
-    assert len(dom.find("tr", data_step="80")) == 1 and "viol" in dom.find("tr", data_step="80")[0]["class"]
+    assert len(dom.find("tr", data_step="81")) == 1 and "viol" in dom.find("tr", data_step="81")[0]["class"]
 
 
 def test_render_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -158,9 +158,9 @@ def test_render_options(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     )
     assert code == 0
     dom = Dom(out_file.read_text())
-    assert len(dom.find("rect", "blk")) == 12 and len(dom.find("tr", data_step="69")) == 1
-    assert not dom.find("tr", data_step="68")
-    assert "showing the last 12 of 80 steps (steps 69..80)" in dom.text
+    assert len(dom.find("rect", "blk")) == 12 and len(dom.find("tr", data_step="70")) == 1
+    assert not dom.find("tr", data_step="69")
+    assert "showing the last 12 of 81 steps (steps 70..81)" in dom.text
     assert "RFLAGS.IF" in [a.strip() for a in dom.texts]
     code, _, err = run(capsys, "trace", "render", str(f), "--html", str(out_file), "--lane", "NOPE")
     assert code == 2 and err.startswith("vpmu: error: --lane NOPE: the trace has no slot 'NOPE'; slots: PMC0, ")
@@ -209,8 +209,8 @@ def test_find_pmis_routes(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     f = check_json(capsys, tmp_path, "--vendor", "intel", "--property", "guest-pmi-accounting")
     pmis = find_pmis(rows_of(f))
     assert [(p.step, p.mask, p.mode, p.route, p.delivered) for p in pmis] == [
-        (45, 1, "host", "NMI", 46),
-        (81, 1, "host", "NMI", None),  # raised by the last step: pending when the trace ends
+        (46, 1, "host", "NMI", 47),
+        (82, 1, "host", "NMI", None),  # raised by the last step: pending when the trace ends
     ]
     sim = tmp_path / "sim.json"
     run(capsys, "simulate", "--vendor", "intel", "--exits", "every:3", "--trace", str(sim))

@@ -45,13 +45,13 @@ def test_itf_states_are_the_machine_after_each_step(capsys: pytest.CaptureFixtur
     assert result.verdict == "violated"
     visible = [(i, s.name) for i, s in enumerate(system.layout.slots) if s.owner not in HIDDEN_OWNERS]
     assert doc["vars"] == [name for _, name in visible]
-    assert len(doc["states"]) == len(result.states) == 81
+    assert len(doc["states"]) == len(result.states) == 82
     for k, (state, model) in enumerate(zip(doc["states"], result.states, strict=True)):
         assert state["#meta"]["index"] == k
         assert {name: state[name] for _, name in visible} == {name: model[i] for i, name in visible}
-    assert doc["states"][80]["#meta"] == {
-        "index": 80,
-        "step": 80,
+    assert doc["states"][81]["#meta"] == {
+        "index": 81,
+        "step": 81,
         "context": "host",
         "label": "kvm_pmu_load_guest_pmcs:load_eventsel0",
     }
@@ -60,7 +60,7 @@ def test_itf_states_are_the_machine_after_each_step(capsys: pytest.CaptureFixtur
     assert meta["vpmu"]["violation"]["property"] == "lvtpc-route-consistent"
     assert meta["vpmu"]["slots"] == "all machine and kernel slots"
     assert (
-        out == f"ITF trace of upstream on intel-default: 81 states of {len(visible)} variables written to {out_file}\n"
+        out == f"ITF trace of upstream on intel-default: 82 states of {len(visible)} variables written to {out_file}\n"
     )
 
 

@@ -56,7 +56,7 @@ def check_doc(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def intel_check() -> dict[str, Any]:
-    """`vpmu check --vendor intel --json`: the default counterexample (80 steps)."""
+    """`vpmu check --vendor intel --json`: the default counterexample (81 steps)."""
     import contextlib
     import io
 
@@ -96,7 +96,7 @@ def test_check_output_validates(intel_check: dict[str, Any]) -> None:
     r = S.validate(intel_check, strict=True)
     assert r.ok and not r.warnings, r.errors
     assert r.kind == "vpmu.check/1"
-    assert r.summary == "1 result: 1 violated; 1 counterexample of 80 steps in all"
+    assert r.summary == "1 result: 1 violated; 1 counterexample of 81 steps in all"
 
 
 def test_simulate_output_validates(sim_trace: dict[str, Any]) -> None:
@@ -151,7 +151,7 @@ def first_step(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: d["results"][0].update(states=True), "results[0].states: expected an integer >= 0, got true"),
         (lambda d: d["results"][0].update(seconds=-1), "results[0].seconds: expected a number >= 0, got -1"),
         (lambda d: d["results"][0].update(vendor="via"), 'results[0].vendor: expected one of "intel", "amd"'),
-        (lambda d: d["results"][0].update(depth=79), "results[0].depth: is 79 but the counterexample has 80 steps"),
+        (lambda d: d["results"][0].update(depth=80), "results[0].depth: is 80 but the counterexample has 81 steps"),
         (lambda d: d["results"][0].update(violation=None), "results[0].violation: expected the violation object"),
         (lambda d: d["results"][0]["violation"].pop("trace"), 'results[0].violation: missing key "trace"'),
         (
@@ -318,7 +318,7 @@ def test_validate_command(
     code, out, err = run(capsys, "trace", "validate", str(good), str(sim))
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        f"{good}: valid vpmu.check/1 (1 result: 1 violated; 1 counterexample of 80 steps in all)",
+        f"{good}: valid vpmu.check/1 (1 result: 1 violated; 1 counterexample of 81 steps in all)",
         f"{sim}: valid vpmu.trace/1 ({len(sim_trace['steps'])} steps)",
     ]
 

@@ -41,8 +41,8 @@ def test_show_equals_the_check_table(
     code, out, err = run(capsys, "trace", "show", str(f), *extra)
     assert (code, err) == (0, "")
     assert out.splitlines() == table
-    assert table[0] == "upstream on intel-default: counterexample (80 steps)"
-    assert table[-1].startswith("  at step 80: kvm_pmu_load_guest_pmcs:load_eventsel0: guest_lvtpc_loaded=1")
+    assert table[0] == "upstream on intel-default: counterexample (81 steps)"
+    assert table[-1].startswith("  at step 81: kvm_pmu_load_guest_pmcs:load_eventsel0: guest_lvtpc_loaded=1")
 
 
 def test_show_h1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_show_full_without_a_built_in_model(capsys: pytest.CaptureFixture[str], 
     code, out, _ = run(capsys, "trace", "show", str(f), "--full", "--context", "1")
     assert code == 0
     lines = out.splitlines()
-    assert lines[3].startswith("  80  host     kvm_pmu_load_guest_pmcs:load_eventsel0")
+    assert lines[3].startswith("  81  host     kvm_pmu_load_guest_pmcs:load_eventsel0")
     assert "PMC0 0x1e->0x1f, EVTSEL0 0x13003c->0x5300c0" in lines[3]
     regs = lines[5].strip()
     assert regs.startswith("PMC0=0x1f, RFLAGS.IF=0x0, GLOBAL_CTRL=0x100000001, perf.cpuc_enabled=0x1")
@@ -96,7 +96,7 @@ def test_show_picks_a_result(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     code, out, err = run(capsys, "trace", "show", str(f), "--result", "2")
     assert code == 2 and err == f"vpmu: error: --result 2 is out of range: {f} has results 0..1\n"
     code, out, err = run(capsys, "trace", "show", str(f), "--result", "0", "--context", "1")
-    assert code == 0 and out.startswith("upstream on intel-default: counterexample (80 steps)")
+    assert code == 0 and out.startswith("upstream on intel-default: counterexample (81 steps)")
 
 
 def test_show_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

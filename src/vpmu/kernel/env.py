@@ -158,6 +158,9 @@ class KernelEnv:
         self.virr = L.field("vlapic.pmi_pending", "kvm", fmt="bool")
         # Locals of kvm_mediated_pmu_load's vendor hook (B.1 step 6 / B.3 step 5).
         self.tmp_hw_status = L.field("kvm.load.hw_status", "kvm")
+        # vcpu_enter_guest's exit_fastpath (fastpath_t: 0 EXIT_FASTPATH_NONE, 1 EXIT_FASTPATH_REENTER_GUEST):
+        # whether the fastpath handler handled the last VM-exit (§1.1).
+        self.exit_fastpath = L.field("kvm.exit_fastpath", "kvm", fmt="int")
         # The guest's instruction pointers, one per guest context: main program
         # and PMI handler (-1: not running). KVM advances them when it skips an
         # emulated instruction (kvm_skip_emulated_instruction).

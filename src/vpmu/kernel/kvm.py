@@ -646,20 +646,29 @@ def kvm_pmu_put_guest_pmcs(env: KernelEnv) -> Function:
 # --- the run loop (§1.1) -------------------------------------------------------------------
 
 
-def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
-    """The inner run loop's fastpath: re-enter without put/load (§1.1).
+#: fastpath_t values the model uses (kvm.exit_fastpath): the exit went to the slow path, or the
+#: fastpath handler handled it and asks to re-enter the guest.
+EXIT_FASTPATH_NONE = 0
+EXIT_FASTPATH_REENTER_GUEST = 1
 
-    A preemption-timer exit always re-enters; a fastpath WRMSR (TSC deadline)
-    skips the instruction in the fastpath only when
-    kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44, H11). ``guard=False``
-    is the design before that patch.
+
+def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
+    """The vendor run function's fastpath handler (vmx/svm_exit_handlers_fastpath, §1.1).
+
+    It runs right after the VM-exit, before the inner run loop looks at
+    pending requests: a preemption-timer exit is handled (nothing to emulate);
+    a WRMSR to TSC_DEADLINE is handled, i.e. the instruction is skipped and
+    counted, only when kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44,
+    §5.6, H11), else the handler returns EXIT_FASTPATH_NONE and the exit goes
+    to the slow path after put. A handled exit sets ``exit_fastpath`` to
+    EXIT_FASTPATH_REENTER_GUEST; :func:`exit_request_step` then decides between
+    re-entering and breaking out. ``guard=False`` is the design before v6 28/44.
     """
-    cpu = env.cpu
+    cpu, ef = env.cpu, env.exit_fastpath
+    handlers = "vmx_exit_handlers_fastpath" if env.cpu.cfg.intel else "svm_exit_handlers_fastpath"
 
     def fastpath(s: list[int]) -> bool:
         reason = s[cpu.exit_reason]
-        if s[env.req_pmi] or s[env.req_pmu]:
-            return False  # kvm_vcpu_exit_request()
         if reason == V.EXIT_TIMER:
             return True
         if reason == V.EXIT_WRMSR and s[cpu.exit_qual] == MSR_IA32_TSC_DEADLINE:
@@ -669,18 +678,45 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
     def handle(s: list[int]) -> None:
         if s[cpu.exit_reason] == V.EXIT_WRMSR:
             skip_emulated_instruction(env, s)
+        s[ef] = EXIT_FASTPATH_REENTER_GUEST
 
-    cond = "fastpath exit && !kvm_vcpu_exit_request()"
+    cond = "fastpath exit"
     if guard:
         cond += " && kvm_pmu_is_fastpath_emulation_allowed()"
     return Step(
         "fastpath",
-        "handle the exit in the fastpath, EXIT_FASTPATH_REENTER_GUEST",
+        f"exit_fastpath = {handlers}(vcpu): handle the exit, EXIT_FASTPATH_REENTER_GUEST",
         handle,
         when=fastpath,
         when_text=cond,
-        goto="vmenter",
         source="§1.1, §5.6, H11",
+    )
+
+
+def exit_request_step(env: KernelEnv) -> Step:
+    """The inner run loop after the fastpath handler (§1.1): re-enter the guest without put/load
+    when the handler asked to and kvm_vcpu_exit_request() is false (no KVM_REQ_PMI/KVM_REQ_PMU
+    pending, even one the handler itself raised); otherwise break out to put.
+
+    Breaking out after a handled exit leaves ``exit_fastpath`` != EXIT_FASTPATH_NONE (KVM sets
+    EXIT_FASTPATH_EXIT_HANDLED there), so the slow-path handle_exit does not emulate the
+    instruction a second time. On re-entry the step resets ``exit_fastpath``: the next VM-exit
+    assigns it anew, and a stale value would only split states. (The PIR->IRR sync before the
+    check is not modelled: the model has no posted interrupts.)
+    """
+    ef, pmi, pmu = env.exit_fastpath, env.req_pmi, env.req_pmu
+
+    def reenter(s: list[int]) -> bool:
+        return s[ef] == EXIT_FASTPATH_REENTER_GUEST and not (s[pmi] or s[pmu])
+
+    return Step(
+        "kvm_vcpu_exit_request",
+        "",
+        lambda s: s.__setitem__(ef, EXIT_FASTPATH_NONE),
+        when=reenter,
+        when_text="exit_fastpath == EXIT_FASTPATH_REENTER_GUEST && !kvm_vcpu_exit_request(vcpu)",
+        goto="vmenter",
+        source="§1.1",
     )
 
 
@@ -813,6 +849,7 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
         )
     steps += [
         fastpath_step(env),
+        exit_request_step(env),
         Step("mediated_put", "kvm_mediated_pmu_put(vcpu)", kind=CALL, call="kvm_mediated_pmu_put", source="§1.1"),
     ]
     if cfg.intel:
@@ -828,9 +865,22 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
         )
     steps += [
         Step("local_irq_enable", "local_irq_enable()", irq_enable, source="§1.1, §3.2 step 4"),
-        Step("handle_exit", "kvm_x86_call(handle_exit)(vcpu): emulate and skip", handle_exit, source="§5.4, §5.6"),
+        Step(
+            "handle_exit",
+            "kvm_x86_call(handle_exit)(vcpu, exit_fastpath): emulate and skip",
+            handle_exit,
+            when=lambda s: s[env.exit_fastpath] == EXIT_FASTPATH_NONE,
+            when_text="exit_fastpath == EXIT_FASTPATH_NONE",
+            source="§1.1, §5.4, §5.6",
+        ),
     ]
-    return Function("vcpu_enter_guest", tuple(steps), doc="One trip into the guest and back.", source="§1.1, App. A.2")
+    return Function(
+        "vcpu_enter_guest",
+        tuple(steps),
+        doc="One trip into the guest and back.",
+        source="§1.1, App. A.2",
+        locals=(env.exit_fastpath,),
+    )
 
 
 def kvm_enable_virtualization_cpu(env: KernelEnv) -> Function:
