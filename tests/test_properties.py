@@ -410,7 +410,7 @@ def test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write() -> None:
     fixed_ctr_ctrl_hw but marks only the fields that changed, so a denied counter whose field
     did not change is never filtered again; the next load enables it in hardware."""
     world = _catalog_world("F2")
-    r = violated("upstream", world, "event-filter", 106)
+    r = violated("upstream", world, "event-filter", 108)
     assert labels(r)[-1] == "vcpu_enter_guest:vmenter" and "FIXED_CTR0 counts" in r.message
     writes = [hw for rec in r.records if rec.label.endswith("load_fixed_ctrl") for hw in rec.hw]
     assert [w[2] for w in writes if w[0] == "wrmsr"] == [0x0, 0x0, 0x33]  # entry, after each write
@@ -420,7 +420,7 @@ def test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write() -> None:
 def test_event_filter_bypassed_when_load_writes_the_guest_selector() -> None:
     """raw-eventsel loads pmc->eventsel instead of eventsel_hw: a denied GP event runs."""
     world = _catalog_world("S10")
-    r = violated("raw-eventsel", world, "event-filter", 60, ("event-filter",))
+    r = violated("raw-eventsel", world, "event-filter", 61, ("event-filter",))
     assert "PMC0 counts event 0xc0" in r.message
     holds("upstream", world, ("event-filter",))
 
@@ -432,7 +432,7 @@ def test_a_latched_pmi_is_judged_where_it_is_delivered() -> None:
     from dataclasses import replace
 
     world = _catalog_world("F3-latch")
-    r = violated("upstream", world, "guest-pmi-accounting", 111)
+    r = violated("upstream", world, "guest-pmi-accounting", 114)
     assert labels(r)[-1] == "perf_put_guest_lvtpc:write_lvtpc" and "delivered as a host NMI" in r.message
     dropped = replace(world, machine=replace(world.machine, masked_pmi="drop"))
     holds("upstream", dropped)
