@@ -431,7 +431,7 @@ def test_worlds_describe_one(tiny: str, capsys: pytest.CaptureFixture[str]) -> N
     lines = out.splitlines()
     assert lines[0] == "amd-default  (amd, PMU perfmonv2, 1 GP x 5 bits)"
     assert "  host events: cycles (cycles, period 15)" in lines
-    assert "  bounds: 2 async exits (timer, interrupt), 2 unrelated NMIs" in lines
+    assert "  bounds: 2 async exits (interrupt), 2 unrelated NMIs" in lines
     assert lines[-1] == f"  properties: {', '.join(p.name for p in P.PROPERTIES)}"
     code, out, _ = run(capsys, "worlds", tiny)
     assert code == 0

@@ -49,14 +49,15 @@ rearm = ["PMC0 -8"]
 
 [bounds]
 exits = {exits}
-exit_reasons = ["timer", "interrupt"]
+exit_reasons = {reasons}
 nmis = {nmis}
 """
 
 
 def world_text(vendor: str, exits: int = 0, nmis: int = 0) -> str:
     machine = 'vendor = "intel"\nnum_fixed = 0' if vendor == "intel" else 'vendor = "amd"\npmu_version = "perfmonv2"'
-    return WORLD_TOML.format(name=f"{vendor}-{exits}x{nmis}", machine=machine, exits=exits, nmis=nmis)
+    reasons = '["timer", "interrupt"]' if vendor == "intel" else '["interrupt"]'  # SVM: no preemption timer
+    return WORLD_TOML.format(name=f"{vendor}-{exits}x{nmis}", machine=machine, exits=exits, nmis=nmis, reasons=reasons)
 
 
 def world(vendor: str, exits: int = 0, nmis: int = 0) -> WorldSpec:

@@ -76,7 +76,7 @@ rearm = ["PMC0 -8"]
 
 [bounds]
 exits = {exits}
-exit_reasons = ["timer", "interrupt"]
+exit_reasons = {'["timer", "interrupt"]' if vendor == "intel" else '["interrupt"]'}
 nmis = {nmis}
 """
     return parse_world(tomllib.loads(text), f"<test {vendor}>")

@@ -349,6 +349,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
+    from vpmu.check.world import default_exit_reason
     from vpmu.report.text import Style, counterexample, use_color
     from vpmu.report.trace import trace_rows
     from vpmu.scenarios import load_catalog
@@ -378,7 +379,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
                 sc = o.scenario.script
                 expected = [("step", x) for x in sc.steps] + [("journal", x) for x in sc.journal]
                 expected += [("absent", x) for x in sc.absent]
-                reason = f" ({sc.exit_reason})" if sc.exits != "none" else ""
+                vendor = o.scenario.world.machine.vendor if o.scenario.world else "intel"
+                reason = f" ({sc.exit_reason or default_exit_reason(vendor)})" if sc.exits != "none" else ""
                 head = f"scripted run (exits {sc.exits}{reason}, NMIs {sc.nmis}): {o.script_steps} steps"
                 if o.script_problems:
                     print(f"{head}; observations that differ:")
@@ -548,9 +550,10 @@ def register(sub: Any) -> None:
     p.add_argument("--exits", default="none", metavar="PLAN", help="when asynchronous VM-exits happen")
     p.add_argument(
         "--exit-reason",
-        default="timer",
+        default="",
         choices=("timer", "interrupt"),
-        help="timer: preemption timer (KVM fastpath); interrupt: a host interrupt (full exit)",
+        help="timer: VMX preemption timer (KVM fastpath; Intel only, the default there); "
+        "interrupt: a host interrupt (full exit; the default on AMD)",
     )
     p.add_argument("--nmis", default="none", metavar="PLAN", help="when unrelated NMIs arrive")
     p.add_argument(

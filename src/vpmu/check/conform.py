@@ -21,7 +21,8 @@ Schedules (``--schedule``):
 * ``none`` — no asynchronous exits (the guest still exits for every intercepted
   access: selectors, FIXED_CTR_CTRL, LVTPC, CPUID);
 * ``every:K[:timer]`` — a host-interrupt exit (full put/load) after every K guest
-  instructions, or a preemption-timer exit (KVM's fastpath);
+  instructions, or a preemption-timer exit (KVM's fastpath; Intel only: SVM has
+  none, so an AMD case reports it as not applicable);
 * ``steps`` — for short programs: one run per guest instruction boundary, with a
   single exit exactly there;
 * ``random:SEED[:no-nmi]`` — seeded: exits (both kinds) at random instruction
@@ -45,7 +46,7 @@ from typing import Any
 
 from vpmu.check import properties as P
 from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, NMI_CTX, STEP, Move, StepRecord, System
-from vpmu.check.world import Bounds, GuestSpec, WorldSpec
+from vpmu.check.world import NO_TIMER_ON_AMD, Bounds, GuestSpec, WorldSpec
 from vpmu.designs import get_design
 from vpmu.errors import Fault, VpmuError
 from vpmu.guest.suites import Case, Check, Outcome, Vm, all_cases, show
@@ -377,6 +378,8 @@ def run_vm(design: str, case: Case, vm: Vm, schedule: Schedule, size: int = 0, m
             reason = schedule.reason
             if schedule.kind == "random":
                 reason = "timer" if rnd.random() < 0.3 else "interrupt"
+                if cpu.cfg.amd:
+                    reason = "interrupt"  # SVM has no preemption timer
             move = (ASYNC_EXIT, ASYNC[reason])
             run.exits += 1
             next_exit = next_after(pos)
@@ -551,6 +554,9 @@ def run_case(case: Case, design: str, schedule: Schedule) -> CaseRun:
     """Run every VM of a case under a schedule (``steps``: the sweep) and judge it."""
     t0 = time.perf_counter()
     out = CaseRun(case.id, schedule.name)
+    if schedule.kind == "every" and schedule.reason == "timer" and case.vendor == "amd":
+        out.skipped = NO_TIMER_ON_AMD
+        return out
     if schedule.kind == "steps":
         vms = case.sweep or case.vms
         sizes = _sizes(design, case, vms)

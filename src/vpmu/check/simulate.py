@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 from vpmu.check import properties as P
 from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, STEP, Move, StepRecord, System
+from vpmu.check.world import ASYNC_EXITS, check_exit_reason, default_exit_reason
 from vpmu.errors import VpmuError
-from vpmu.hw import virt as V
 from vpmu.hw.layout import State
 from vpmu.kernel.lang import Instr
 
-EXIT_REASONS = {"timer": V.EXIT_TIMER, "interrupt": V.EXIT_EXTINT_HOST}
+EXIT_REASONS = ASYNC_EXITS
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def simulate(
     system: System,
     exits: Plan,
     nmis: Plan = Plan("none"),
-    reason: str = "timer",
+    reason: str = "",
     seed: int = 0,
     max_steps: int = 1_000_000,
     perf_ops: Plan = Plan("none"),
@@ -141,10 +141,12 @@ def simulate(
     ``perf_ops`` plans host perf operations from another CPU; each is the first
     one host perf can start (:meth:`System.perf_ops`): with one host event,
     perf_event_disable() then perf_event_enable(); an event the world declares
-    ``opened = false`` is opened first.
+    ``opened = false`` is opened first. ``reason`` is the asynchronous exit
+    ("" the vendor's default: the preemption timer on Intel, a host interrupt on AMD).
     """
-    if reason not in EXIT_REASONS:
-        raise VpmuError(f"exit reason {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
+    vendor = system.cpu.cfg.vendor
+    reason = reason or default_exit_reason(vendor)
+    check_exit_reason(reason, vendor, "exit reason")
     rnd = random.Random(seed)
     system.stop_on_violation = False
     ghost = system.ghost

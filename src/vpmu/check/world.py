@@ -30,7 +30,7 @@ value and what is allowed. Example::
 
     [bounds]
     exits = 1               # asynchronous VM-exits the checker may inject
-    exit_reasons = ["timer"]
+    exit_reasons = ["timer"]  # Intel: timer (fastpath) | interrupt; AMD: interrupt only
     nmis = 1                # unrelated NMIs
     perf_ops = 0            # host perf operations from another CPU: enable/disable an event,
                             # open one (opened = false), rotate flexible events
@@ -57,6 +57,24 @@ from vpmu.kernel.env import HostEvent, VcpuSpec
 #: Exits the checker may inject at any guest instruction boundary. A preemption-timer
 #: exit is handled in KVM's fastpath; an external interrupt (a host timer tick) is not.
 ASYNC_EXITS = {"timer": V.EXIT_TIMER, "interrupt": V.EXIT_EXTINT_HOST}
+#: SVM has no preemption timer: on AMD a host timer tick is #VMEXIT(INTR), an "interrupt" exit.
+NO_TIMER_ON_AMD = "SVM has no preemption timer: on AMD a host timer tick is an 'interrupt' exit (#VMEXIT(INTR))"
+
+
+def default_exit_reason(vendor: str) -> str:
+    """The asynchronous exit a schedule uses when it names none: the VMX preemption timer on
+    Intel, a host interrupt on AMD."""
+    return "timer" if vendor == "intel" else "interrupt"
+
+
+def check_exit_reason(reason: str, vendor: str, field: str, where: str = "") -> None:
+    """A clear error for an exit reason the vendor does not have."""
+    if reason not in ASYNC_EXITS:
+        raise ConfigError(field, reason, f"allowed: {', '.join(ASYNC_EXITS)}", where)
+    if reason == "timer" and vendor == "amd":
+        raise ConfigError(field, reason, f"{NO_TIMER_ON_AMD}; allowed on AMD: interrupt", where)
+
+
 TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check")
 
 
@@ -217,10 +235,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
 
     bt = _table(data, "bounds", where)
     _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth"), "bounds.", where)
-    reasons = _strs(bt.get("exit_reasons", ["timer"]), "bounds.exit_reasons", where)
+    reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
-        if r not in ASYNC_EXITS:
-            raise ConfigError("bounds.exit_reasons", r, f"allowed: {', '.join(ASYNC_EXITS)}", where)
+        check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
     bounds = Bounds(
         exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
         exit_reasons=reasons,

@@ -56,7 +56,7 @@ from typing import Any
 
 from vpmu.check import properties as P
 from vpmu.check.simulate import EXIT_REASONS, Plan
-from vpmu.check.world import WorldSpec, builtin_worlds, parse_world
+from vpmu.check.world import WorldSpec, builtin_worlds, check_exit_reason, parse_world
 from vpmu.designs import DESIGNS
 from vpmu.errors import VpmuError
 
@@ -87,7 +87,7 @@ class Script:
 
     exits: str = "none"
     nmis: str = "none"
-    exit_reason: str = "timer"
+    exit_reason: str = ""  # "" the vendor's default (Intel: timer, AMD: interrupt)
     seed: int = 0
     violation: str = ""  # the property the scripted run violates ("" none)
     steps: tuple[str, ...] = ()
@@ -173,8 +173,8 @@ def _script(data: Any, where: str) -> Script:
     _known(data, SCRIPT_KEYS, "script.", where)
     for key in ("exits", "nmis"):
         Plan.parse(str(data.get(key, "none")), f"{where}: script.{key}")
-    reason = data.get("exit_reason", "timer")
-    if reason not in EXIT_REASONS:
+    reason = data.get("exit_reason", "")
+    if reason and reason not in EXIT_REASONS:
         raise _err(where, f"script.exit_reason = {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -285,6 +285,11 @@ def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
     script = _script(data["script"], where) if "script" in data else None
     if script is not None and verdict == "refused":
         raise _err(where, "script is not allowed with expect.verdict = refused")
+    if script is not None and world is not None and script.exit_reason:
+        try:
+            check_exit_reason(script.exit_reason, world.machine.vendor, "script.exit_reason")
+        except VpmuError as e:
+            raise _err(where, str(e)) from None
     return Scenario(
         sid,
         title,
