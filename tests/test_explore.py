@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from vpmu.check.explore import check, replay
+from vpmu.check import explore
+from vpmu.check.explore import check, collision_probability, replay
 from vpmu.check.system import System
 from vpmu.check.world import Bounds, WorldSpec, parse_world
 from vpmu.cli import main
@@ -379,15 +380,17 @@ class Graph:
         return "".join(out)
 
 
-def test_prefers_the_later_found_parent_with_fewer_switches() -> None:
+@pytest.mark.parametrize("fingerprint", [False, True])
+def test_prefers_the_later_found_parent_with_fewer_switches(fingerprint: bool) -> None:
     """S(A) reaches V through X(B) (found first) or Y(A); via Y no switch happens."""
     g = Graph({"S": ["X", "Y"], "X": ["V"], "Y": ["V"]}, {"S": "A", "X": "B", "Y": "A", "V": "A"})
-    r = check(g)  # type: ignore[arg-type]
+    r = check(g, fingerprint=fingerprint)  # type: ignore[arg-type]
     assert (r.verdict, g.path(r)) == ("violated", "SYV")
     assert switches([rec.context for rec in r.records]) == 0
 
 
-def test_prefers_fewer_switches_when_the_parents_tie() -> None:
+@pytest.mark.parametrize("fingerprint", [False, True])
+def test_prefers_fewer_switches_when_the_parents_tie(fingerprint: bool) -> None:
     """P1 and P2 are both reached with one switch, but T runs in P2's context, so the
     path through P2 continues without another switch: A A C C (one switch) rather than
     A B B C (two). The path through P1 is found first."""
@@ -395,23 +398,272 @@ def test_prefers_fewer_switches_when_the_parents_tie() -> None:
         {"S": ["X", "Y"], "X": ["P1"], "Y": ["P2"], "P1": ["T"], "P2": ["T"], "T": ["V"]},
         {"S": "A", "X": "B", "P1": "B", "Y": "A", "P2": "C", "T": "C", "V": "C"},
     )
-    r = check(g)  # type: ignore[arg-type]
+    r = check(g, fingerprint=fingerprint)  # type: ignore[arg-type]
     assert g.path(r) == "SYP2TV"
     contexts = [rec.context for rec in r.records]
     assert contexts == ["A", "A", "C", "C"]
     assert switches(contexts) == brute_force(g).min_switches == 1
 
 
-def test_among_several_violating_states_the_fewest_switches_wins() -> None:
+@pytest.mark.parametrize("fingerprint", [False, True])
+def test_among_several_violating_states_the_fewest_switches_wins(fingerprint: bool) -> None:
     g = Graph({"S": ["X", "Y"], "X": ["V1"], "Y": ["V2"]}, {"S": "A", "X": "B", "Y": "A", "V1": "B", "V2": "A"})
-    r = check(g)  # type: ignore[arg-type]
+    r = check(g, fingerprint=fingerprint)  # type: ignore[arg-type]
     assert g.path(r) == "SYV2"
 
 
-def test_a_longer_path_with_fewer_switches_loses_to_a_shorter_one() -> None:
+@pytest.mark.parametrize("fingerprint", [False, True])
+def test_a_longer_path_with_fewer_switches_loses_to_a_shorter_one(fingerprint: bool) -> None:
     g = Graph(
         {"S": ["X", "Y"], "X": ["V"], "Y": ["Z"], "Z": ["V2"]},
         {"S": "A", "X": "B", "Y": "A", "Z": "A", "V": "B", "V2": "A"},
     )
-    r = check(g)  # type: ignore[arg-type]
+    r = check(g, fingerprint=fingerprint)  # type: ignore[arg-type]
     assert (g.path(r), r.stats.depth) == ("SXV", 2)
+
+
+# --- fingerprint mode (check(..., fingerprint=True), vpmu check --fingerprint) ----------------------
+
+HOLDING = [
+    ("upstream", "intel", 1, 0),
+    ("upstream", "amd", 1, 1),
+    ("perf-stays-disabled", "intel", 1, 1),
+    ("perf-stays-disabled", "amd", 1, 1),
+]
+# Designs known to be wrong (tests/test_properties.py), on worlds without exits or NMIs too.
+KNOWN_BAD = [("lvtpc-before-clear", "intel", 0, 0), ("no-clear", "intel", 0, 0), ("no-clear", "intel", 1, 1)]
+
+
+def outcome(r: Any) -> tuple[Any, ...]:
+    """Everything a run reports except its time and the collision estimate."""
+    return (r.verdict, r.stats.states, r.stats.transitions, r.stats.depth, r.prop, r.message, r.moves, r.reason)
+
+
+@pytest.mark.parametrize(("design", "vendor", "exits", "nmis"), HOLDING + VIOLATING + KNOWN_BAD)
+def test_fingerprint_mode_gives_the_same_result_as_exact_mode(design: str, vendor: str, exits: int, nmis: int) -> None:
+    w = world(vendor, exits, nmis)
+    exact = check(system(design, w))
+    fp = check(system(design, w), fingerprint=True)
+    assert outcome(fp) == outcome(exact)
+    assert fp.states == exact.states  # the replayed counterexample, state by state
+    assert exact.collision_probability is None
+    if fp.verdict == "holds":
+        assert fp.collision_probability == collision_probability(fp.stats.states, 64) > 0
+    else:  # a replayed counterexample is exact: no estimate attached
+        assert fp.collision_probability is None
+
+
+def perf_ipi_world(vendor: str) -> WorldSpec:
+    """One unrelated NMI and one host perf IPI (a PMI vector and the IPI vector in the IRR)."""
+    w = world(vendor, exits=0, nmis=1)
+    return replace(w, bounds=replace(w.bounds, perf_ops=1))
+
+
+def test_fingerprint_mode_on_a_perf_ipi_world_and_a_state_cap() -> None:
+    w = perf_ipi_world("intel")
+    verdicts = []
+    for design in ("upstream", "perf-stays-disabled"):
+        r = check(system(design, w), fingerprint=True)
+        assert outcome(r) == outcome(check(system(design, w)))
+        verdicts.append(r.verdict)
+    assert verdicts == ["violated", "holds"]
+    r = check(system("perf-stays-disabled", w), max_states=500, fingerprint=True)
+    assert (r.verdict, r.reason, r.collision_probability) == ("incomplete", "state cap reached (500 states)", None)
+
+
+def test_progress_violation_in_fingerprint_mode_carries_the_estimate() -> None:
+    """ "progress" fails when no explored state finishes, so, like "holds", it rests on
+    nothing having been missed and comes with the collision estimate."""
+    storm = parse_world(
+        tomllib.loads(world_text("intel").replace('event = "cycles"', 'event = "cycles"\nperiod = 2')), "<test>"
+    )
+    exact = check(system("upstream", storm))
+    assert (exact.verdict, exact.prop) == ("violated", "progress")
+    fp = check(system("upstream", storm), fingerprint=True)
+    assert outcome(fp) == outcome(exact)
+    assert fp.collision_probability == collision_probability(fp.stats.states, 64)
+
+
+def test_the_collision_probability_is_the_birthday_bound() -> None:
+    assert collision_probability(1, 64) == 0.0
+    assert collision_probability(2, 64) == float(f"{2 / 2**65:.3g}")
+    assert collision_probability(3_300_000, 64) == 2.95e-07  # about n**2 / 2**65
+    assert collision_probability(1000, 8) == 1.0  # capped: with 8-bit fingerprints a collision is certain
+    assert explore.FINGERPRINT_BITS == sys.hash_info.width == 64
+
+
+def reachable(sy: System) -> set[Any]:
+    """Every state reachable in the world, violating ones included and continued."""
+    seen = {sy.initial()}
+    layer = list(seen)
+    while layer:
+        nxt = []
+        for s in layer:
+            for m in sy.moves(s):
+                t, _ = sy.apply(s, m)
+                if t not in seen:
+                    seen.add(t)
+                    nxt.append(t)
+        layer = nxt
+    return seen
+
+
+def test_slot_values_hash_to_distinct_lanes() -> None:
+    """CPython hashes an int by its value modulo 2**61 - 1, and -1 like -2: two values of a slot
+    with the same int hash would make states that differ only there always share a fingerprint,
+    whatever the probability estimate says. No slot may hold such a pair; the APIC's IRR and ISR
+    (256-bit vector sets) hold the PMI vector and the perf IPI vector here: bits 61 apart would alias."""
+    sy = system("upstream", perf_ipi_world("amd"))
+    states = reachable(sy)
+    assert len(states) > 10_000
+    for i, slot in enumerate(sy.layout.slots):
+        values = {s[i] for s in states}
+        assert len({hash(v) for v in values}) == len(values), slot.name
+    assert len({hash(s) for s in states}) == len(states)
+
+
+def test_fingerprints_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """The fingerprint of a state, and a fingerprint-mode check, are the same under any PYTHONHASHSEED."""
+    f = world_file(tmp_path, "intel", exits=1, nmis=1)
+    code = (
+        "from vpmu.check.system import System; from vpmu.check.world import resolve_world; "
+        "from vpmu.designs import get_design; import sys; "
+        "print(hash(System(get_design('upstream'), resolve_world(sys.argv[1])).initial()))"
+    )
+    outs = []
+    for seed in ("0", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = [sys.executable, "-m", "vpmu.cli", "check", "--json", "--fingerprint", "--design", "perf-stays-disabled"]
+        p = subprocess.run([*run, "--world", f], capture_output=True, text=True, env=env, check=False, timeout=60)
+        assert p.returncode == 0, p.stderr
+        h = subprocess.run([sys.executable, "-c", code, f], capture_output=True, text=True, env=env, check=True)
+        outs.append((h.stdout, without_seconds(json.loads(p.stdout))))
+    assert outs[0] == outs[1]
+    assert outs[0][1]["results"][0]["collision_probability"] > 0
+
+
+# Forced collisions: a coarse fingerprint makes distinct states share one.
+
+
+@pytest.fixture
+def coarse(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make fingerprints ``bits`` wide (the estimate follows)."""
+
+    def set_bits(bits: int) -> None:
+        monkeypatch.setattr(explore, "state_fingerprint", lambda s: hash(s) & ((1 << bits) - 1))
+        monkeypatch.setattr(explore, "FINGERPRINT_BITS", bits)
+
+    return set_bits
+
+
+@pytest.mark.parametrize("bits", [6, 8, 10, 12, 16])
+@pytest.mark.parametrize(("design", "vendor", "exits", "nmis"), VIOLATING + KNOWN_BAD)
+def test_collisions_never_invent_a_violation(
+    coarse: Any, bits: int, design: str, vendor: str, exits: int, nmis: int
+) -> None:
+    """Whatever collides, a reported safety violation replays to the same violating state; a
+    verdict that rests on nothing having been missed ("holds", "progress") carries the estimate."""
+    w = world(vendor, exits, nmis)
+    coarse(bits)
+    r = check(system(design, w), fingerprint=True)
+    if r.verdict == "violated" and r.prop != "progress":
+        again = replay(system(design, w), r.moves)
+        assert (again.verdict, again.prop, again.states[-1]) == ("violated", r.prop, r.states[-1])
+        assert len(r.moves) == r.stats.depth
+        assert r.collision_probability is None
+    elif r.verdict == "incomplete":
+        assert r.reason.startswith("fingerprint collision: ")
+    else:
+        assert r.collision_probability == collision_probability(r.stats.states, bits)
+
+
+@pytest.mark.parametrize(("design", "vendor", "exits", "nmis"), HOLDING)
+def test_collisions_explore_fewer_states(coarse: Any, design: str, vendor: str, exits: int, nmis: int) -> None:
+    w = world(vendor, exits, nmis)
+    full = check(system(design, w))
+    coarse(12)
+    r = check(system(design, w), fingerprint=True)
+    assert r.stats.states < full.stats.states
+    assert r.stats.states <= 1 << 12
+    # The design holds: no safety violation can appear. Hidden states can make it look as if the
+    # vCPU never finishes (a "progress" violation) or hide every collision from the explorer
+    # ("holds"); both then carry the estimate, which a 12-bit fingerprint makes large.
+    assert (r.verdict, r.prop) in (("holds", ""), ("incomplete", ""), ("violated", "progress"))
+    if r.verdict == "incomplete":
+        assert r.reason.startswith("fingerprint collision: ")
+    else:
+        assert r.collision_probability == collision_probability(r.stats.states, 12) > 0.5
+
+
+def test_a_collision_in_the_same_layer_is_seen_and_blocks_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = Graph({"S": ["X", "Y"], "X": ["Z"], "Y": []}, {"S": "A", "X": "A", "Y": "A", "Z": "A"})
+    assert check(g, fingerprint=True).verdict == "holds"  # type: ignore[arg-type]
+    monkeypatch.setattr(explore, "state_fingerprint", lambda s: hash("X" if s == ("Y",) else s[0]))
+    r = check(g, fingerprint=True)  # type: ignore[arg-type]
+    assert (r.verdict, r.stats.states) == ("incomplete", 3)
+    assert r.reason == "fingerprint collision: 1 state shared a fingerprint with another state and went unexplored"
+    assert r.collision_probability is None
+
+
+def test_a_collision_across_layers_hides_a_violation_and_holds_says_how_likely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Y collides with S (an earlier layer, no longer in memory): Y and the violation behind it
+    are never seen. "holds" is then wrong, which is what the probability estimates."""
+    g = Graph({"S": ["X"], "X": ["F", "Y"], "Y": ["V"]}, {"S": "A", "X": "A", "F": "A", "Y": "A", "V": "A"})
+    assert check(g).verdict == "violated"  # type: ignore[arg-type]
+    monkeypatch.setattr(explore, "state_fingerprint", lambda s: hash("S" if s == ("Y",) else s[0]))
+    monkeypatch.setattr(explore, "FINGERPRINT_BITS", 1)  # three states, one bit: a collision is certain
+    r = check(g, fingerprint=True)  # type: ignore[arg-type]
+    assert (r.verdict, r.stats.states, r.collision_probability) == ("holds", 3, 1.0)
+
+
+def test_a_colliding_state_never_takes_over_a_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """V (violating, reached first via X) and W (reached via Y with fewer switches) share a
+    fingerprint. Re-parenting V onto Y's move would make the trace replay to W, which violates
+    nothing; the explorer compares the states of the layer before re-parenting."""
+    g = Graph(
+        {"S": ["X", "Y"], "X": ["V"], "Y": ["W"]},
+        {"S": "A", "X": "B", "Y": "A", "V": "A", "W": "A"},
+    )
+    monkeypatch.setattr(explore, "state_fingerprint", lambda s: hash("V" if s == ("W",) else s[0]))
+    r = check(g, fingerprint=True)  # type: ignore[arg-type]
+    assert (r.verdict, g.path(r)) == ("violated", "SXV")
+    assert replay(g, r.moves).verdict == "violated"  # type: ignore[arg-type]
+
+
+# The CLI flag.
+
+
+def test_cli_fingerprint_holds_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = world_file(tmp_path, "amd", exits=1, nmis=1)
+    code, doc = cli_json(capsys, "--world", f, "--fingerprint")
+    _, exact = cli_json(capsys, "--world", f)
+    assert code == 0
+    (r,) = doc["results"]
+    (e,) = exact["results"]
+    assert r["verdict"] == "holds" and "collision_probability" not in e
+    assert r["collision_probability"] == collision_probability(r["states"], 64)
+    assert {k: v for k, v in r.items() if k not in ("seconds", "collision_probability")} == {
+        k: v for k, v in e.items() if k != "seconds"
+    }
+    assert main(["check", "--world", f, "--fingerprint"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("upstream")]
+    assert line.endswith(f"fingerprints: collision probability {r['collision_probability']:.3g}")
+
+
+def test_cli_fingerprint_violation_is_the_exact_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = world_file(tmp_path, "intel", exits=1, nmis=1)
+    argv = ("--design", "no-nmi-gate", "--world", f)
+    code, doc = cli_json(capsys, *argv, "--fingerprint")
+    _, exact = cli_json(capsys, *argv)
+    assert code == 1
+    assert without_seconds(doc) == without_seconds(exact)  # no collision_probability: the trace is exact
+
+
+def test_cli_fingerprint_takes_no_value(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--fingerprint=yes"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "vpmu: error: argument --fingerprint: ignored explicit argument 'yes'"

@@ -127,6 +127,10 @@ def test_holds_on_a_world_file_validates(capsys: pytest.CaptureFixture[str], tmp
     doc = check_doc(capsys, "--design", "perf-stays-disabled", "--world", str(world))
     assert doc["results"][0]["verdict"] == "holds"
     assert S.validate(doc, strict=True).ok
+    # --fingerprint adds the optional collision_probability key, which vpmu.check/1 defines.
+    doc = check_doc(capsys, "--design", "perf-stays-disabled", "--world", str(world), "--fingerprint")
+    assert 0 < doc["results"][0]["collision_probability"] < 1e-9
+    assert S.validate(doc, strict=True).ok
 
 
 # --- crafted bad documents: precise messages ------------------------------------------------------
@@ -151,6 +155,14 @@ def first_step(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: d["results"][0].update(states=True), "results[0].states: expected an integer >= 0, got true"),
         (lambda d: d["results"][0].update(seconds=-1), "results[0].seconds: expected a number >= 0, got -1"),
         (lambda d: d["results"][0].update(vendor="via"), 'results[0].vendor: expected one of "intel", "amd"'),
+        (
+            lambda d: d["results"][0].update(collision_probability=1.5),
+            "results[0].collision_probability: expected a number from 0 to 1, got 1.5",
+        ),
+        (
+            lambda d: d["results"][0].update(collision_probability="1e-9"),
+            'results[0].collision_probability: expected a number from 0 to 1, got "1e-9"',
+        ),
         (lambda d: d["results"][0].update(depth=80), "results[0].depth: is 80 but the counterexample has 81 steps"),
         (lambda d: d["results"][0].update(violation=None), "results[0].violation: expected the violation object"),
         (lambda d: d["results"][0]["violation"].pop("trace"), 'results[0].violation: missing key "trace"'),
@@ -212,6 +224,11 @@ def test_verdict_consistency(intel_check: dict[str, Any]) -> None:
     assert errors(doc) == ['results[0]: missing key "incomplete_reason" (required when the verdict is "incomplete")']
     doc["results"][0]["incomplete_reason"] = ""
     assert errors(doc) == ['results[0].incomplete_reason: expected a non-empty string, got ""']
+    doc["results"][0]["incomplete_reason"] = "state cap reached (10 states)"
+    doc["results"][0]["collision_probability"] = 0.0
+    assert errors(doc) == [
+        'results[0].collision_probability: present only when the verdict is "holds" or "violated", not "incomplete"'
+    ]
 
 
 def test_unknown_keys_warn_or_fail_when_strict(intel_check: dict[str, Any]) -> None:

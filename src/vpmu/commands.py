@@ -81,6 +81,8 @@ def check_entry(system: Any, result: Any) -> dict[str, Any]:
     }
     if result.reason:
         entry["incomplete_reason"] = result.reason
+    if result.collision_probability is not None:
+        entry["collision_probability"] = result.collision_probability
     if result.verdict == "violated":
         entry["violation"] = {
             "property": result.prop,
@@ -113,7 +115,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         props = tuple(args.property) if args.property else None
         system = System(design, world, props)
         tty = sys.stderr.isatty() and not args.json
-        result = check(system, max_states=args.max_states, progress=progress_printer() if tty else None)
+        result = check(
+            system,
+            max_states=args.max_states,
+            progress=progress_printer() if tty else None,
+            fingerprint=args.fingerprint,
+        )
         if tty:
             sys.stderr.write("\r" + " " * 90 + "\r")
         rows.append((design.name, world.name, world.machine.vendor, result))
@@ -474,12 +481,19 @@ def register(sub: Any) -> None:
         "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete.",
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
         "  vpmu check --world my-world.toml --property no-warn --json\n"
-        "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html",
+        "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html\n"
+        "  vpmu check --world big-world.toml --fingerprint",
         formatter_class=RAW,
     )
     _common_design_world(p)
     p.add_argument("--property", action="append", metavar="NAME", help="check only this property (repeatable)")
     p.add_argument("--max-states", type=int, metavar="N", help="stop with 'incomplete' after N states")
+    p.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="remember visited states by a 64-bit fingerprint: far less memory; 'holds' then comes with the "
+        "estimated probability that a fingerprint collision hid a state",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
     p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
     p.add_argument("--full", action="store_true", help="print every register after every step")

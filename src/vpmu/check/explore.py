@@ -10,12 +10,24 @@ counterexample; among the shortest, the one with the fewest context switches
 The trace is rebuilt by replaying the moves from the initial state, so the
 records (hardware events, messages) are exact. Exploration order is fixed,
 so the same inputs give the same counts and the same counterexample.
+
+Fingerprint mode (``check(..., fingerprint=True)``, ``vpmu check --fingerprint``)
+keys the visited set by a 64-bit fingerprint of each state instead of the state
+itself (hash compaction, as TLC's fingerprints and SPIN's hash-compact mode): a
+run then needs about 250 bytes per state, most of it the per-id bookkeeping
+below, instead of about 800 (README, "Performance"). Two distinct states that share
+a fingerprint make the second look visited, so it and whatever only it leads to
+are never explored. That can hide a violation, never invent one: a reported
+counterexample is replayed and is exact. It can also hide the state that lets the
+vCPU finish, so a "progress" violation, like "holds", comes with the estimated
+probability that a collision happened (:func:`collision_probability`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from vpmu.check import properties as P
@@ -23,6 +35,35 @@ from vpmu.check.system import Move, StepRecord, System
 from vpmu.hw.layout import State
 
 HOLDS, VIOLATED, INCOMPLETE = "holds", "violated", "incomplete"
+
+#: The fingerprint of a state in fingerprint mode: CPython's hash of the tuple of ints.
+#: It needs no seed: an int hashes to its value modulo 2**61 - 1 and a tuple mixes its
+#: items' hashes with fixed constants (xxHash-style since CPython 3.8); only str and
+#: bytes hashing is salted by PYTHONHASHSEED. So a state has the same fingerprint in
+#: every run of the same interpreter, and fingerprint mode is as deterministic as exact
+#: mode (tests/test_explore.py runs it under two hash seeds). It is also the hash
+#: exact mode's dict computes anyway, so it costs nothing extra. Each mixing step is a
+#: bijection, so two states that differ in one slot never collide, unless that slot's
+#: two values hash alike: ints equal modulo 2**61 - 1, or -1 and -2. Then they would
+#: always collide, whatever the estimate says; no slot of the model holds such a pair
+#: (test_slot_values_hash_to_distinct_lanes).
+state_fingerprint: Callable[[State], int] = hash
+#: Bits of a fingerprint (64 on 64-bit CPython builds; 32 on 32-bit ones).
+FINGERPRINT_BITS = sys.hash_info.width
+
+
+def collision_probability(states: int, bits: int) -> float:
+    """Estimated probability that two of ``states`` distinct states share a fingerprint.
+
+    The birthday bound n(n-1)/2 pairs x 2**-bits, i.e. n(n-1)/2**65 for 64-bit
+    fingerprints, assuming fingerprints behave like independent uniform values.
+    A state can only be hidden if two reachable states share a fingerprint, so this
+    bounds the chance that the run missed anything; ``states`` is the number
+    explored, which equals the number reachable unless a collision did happen.
+    Rounded to 3 significant digits (it is an estimate).
+    """
+    p = states * (states - 1) / 2 ** (bits + 1)
+    return float(f"{min(1.0, p):.3g}")
 
 
 @dataclass
@@ -47,6 +88,9 @@ class Result:
     records: list[StepRecord] = field(default_factory=list)
     states: list[State] = field(default_factory=list)  # states[0] initial, states[i+1] after records[i]
     reason: str = ""  # why incomplete
+    # Fingerprint mode, and the verdict rests on no state having been missed ("holds", or
+    # a "progress" violation): the estimated probability that a collision hid a state.
+    collision_probability: float | None = None
 
     @property
     def description(self) -> str:
@@ -65,16 +109,26 @@ def check(
     max_states: int | None = None,
     progress: Progress | None = None,
     progress_every: float = 0.5,
+    fingerprint: bool = False,
 ) -> Result:
     """Explore every reachable state; stop at the first BFS layer with a violation.
 
     The world's ``bounds.max_depth`` (0: none) bounds the trace length: if states
     with enabled moves remain at that depth the verdict is "incomplete", never "holds".
+
+    ``fingerprint``: remember states by their fingerprint only (module docstring).
+    The counts, the verdict and the counterexample are the same as without it unless
+    two reachable states share a fingerprint; a "holds" (or "progress") verdict then
+    carries the estimated probability of that in ``Result.collision_probability``.
+    Two states of the same BFS layer that share a fingerprint are told apart (the
+    layer is still in memory): the run goes on, but cannot end in "holds".
     """
     start = time.perf_counter()
     max_depth = system.world.bounds.max_depth
     init = system.initial()
-    ids: dict[State, int] = {init: 0}
+    fp = state_fingerprint if fingerprint else None
+    # The visited set: state (exact mode) or fingerprint -> id.
+    ids: dict[Hashable, int] = {init if fp is None else fp(init): 0}
     parent: list[int] = [-1]
     via: list[Move] = [(0, 0)]
     # Per state id: the context running in it, and the fewest context switches of a
@@ -83,7 +137,9 @@ def check(
     # violating state, which ends the trace, it does not.
     run_of: list[str] = [system.running(init)[0]]
     switches: list[int] = [0]
+    # The layer to expand, with its ids (so they need not be looked up again).
     frontier: list[State] = [init]
+    frontier_ids: list[int] = [0]
     stats = Stats(states=1)
     found: list[int] = []
     if system.violation(init):
@@ -94,6 +150,7 @@ def check(
     last_report = start
     depth = 0
     reason = ""
+    collisions = 0  # same-layer fingerprint collisions seen (fingerprint mode)
     finished = system.finished
     finished_any = finished(init)
     try:
@@ -103,20 +160,24 @@ def check(
                 break
             depth += 1
             nxt: list[State] = []
+            nxt_ids: list[int] = []
+            # Every state first reached in this layer, by id - layer_start: a fingerprint
+            # that matches one of them is checked against the state itself.
+            layer: list[State] = []
             layer_start = len(parent)
-            for s in frontier:
-                sid = ids[s]
+            for s, sid in zip(frontier, frontier_ids, strict=True):
                 ctx = run_of[sid]
                 base = switches[sid]
                 for m in moves_of(s):
                     t, _ = apply(s, m)
                     stats.transitions += 1
-                    tid = ids.get(t)
-                    if tid is None:
-                        tid = len(parent)
-                        ids[t] = tid
+                    new = len(parent)
+                    # One lookup that also inserts: a state tuple's hash is not cached.
+                    tid = ids.setdefault(t if fp is None else fp(t), new)
+                    if tid == new:
                         parent.append(sid)
                         via.append(m)
+                        layer.append(t)
                         tctx = running(t)[0]
                         run_of.append(tctx)
                         if system.violation(t):
@@ -125,9 +186,15 @@ def check(
                         else:
                             switches.append(base + (ctx != tctx))
                             nxt.append(t)
+                            nxt_ids.append(tid)
                             if not finished_any and finished(t):
                                 finished_any = True
                     elif tid >= layer_start:
+                        if fp is not None and layer[tid - layer_start] != t:
+                            # A distinct state with the same fingerprint: t is lost. Never
+                            # re-parent onto it, or the trace would replay to t instead.
+                            collisions += 1
+                            continue
                         sw = base if system.violation(t) else base + (ctx != run_of[tid])
                         if sw < switches[tid]:
                             # Same BFS depth, fewer context switches: prefer this parent.
@@ -141,7 +208,7 @@ def check(
                         last_report = now
                         stats.states, stats.depth, stats.seconds = len(parent), depth, now - start
                         progress(stats, len(nxt))
-            frontier = nxt
+            frontier, frontier_ids = nxt, nxt_ids
     except _Stop:
         pass
     except KeyboardInterrupt:
@@ -162,16 +229,25 @@ def check(
         return replay(system, path_to(min(found, key=lambda i: (switches[i], i))), stats)
     if reason:
         return Result(INCOMPLETE, stats, reason=reason)
+    if collisions:
+        return Result(INCOMPLETE, stats, reason=_collision_reason(collisions))
+    p = collision_probability(stats.states, FINGERPRINT_BITS) if fp is not None else None
     if not finished_any and "progress" in system.props:
         # Every state was explored and none finishes: the run can only loop.
         r = replay(system, path_to(len(parent) - 1), stats)
-        r.verdict, r.prop = VIOLATED, "progress"
+        r.verdict, r.prop, r.collision_probability = VIOLATED, "progress", p
         r.message = (
             "no schedule lets the vCPU task finish: every path loops; the trace reaches the last new "
             "state of the loop (a PMI storm when a host event's period is shorter than its PMI handler)"
         )
         return r
-    return Result(HOLDS, stats)
+    return Result(HOLDS, stats, collision_probability=p)
+
+
+def _collision_reason(collisions: int) -> str:
+    """Why a fingerprint-mode run that saw collisions cannot say "holds"."""
+    n = f"{collisions} state{'s' * (collisions != 1)}"
+    return f"fingerprint collision: {n} shared a fingerprint with another state and went unexplored"
 
 
 class _Stop(Exception):

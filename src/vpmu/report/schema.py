@@ -42,7 +42,7 @@ MAX_ERRORS = 100
 
 CHECK_KEYS = ("schema", "results")
 RESULT_KEYS = ("design", "world", "vendor", "verdict", "states", "transitions", "depth", "seconds", "properties")
-RESULT_OPTIONAL = ("violation", "incomplete_reason")
+RESULT_OPTIONAL = ("violation", "incomplete_reason", "collision_probability")
 VIOLATION_KEYS = ("property", "description", "source", "message", "trace")
 TRACE_KEYS = ("schema", "design", "world", "contexts", "steps")
 STEP_KEYS = ("step", "context", "label", "text", "changes", "hw", "move")
@@ -280,6 +280,8 @@ def _check_doc(w: _Walker, doc: dict[str, Any]) -> None:
                 w.string(res["incomplete_reason"], f"{p}.incomplete_reason", nonempty=True)
         elif "incomplete_reason" in res and verdict is not None:
             w.r.error(f"{p}.incomplete_reason", f'present only when the verdict is "incomplete", not {show(verdict)}')
+        if "collision_probability" in res:
+            _collision_probability(w, res["collision_probability"], f"{p}.collision_probability", verdict)
         if "violation" not in res:
             w.r.error(p, 'missing key "violation" (null unless the verdict is "violated")')
             continue
@@ -318,6 +320,14 @@ def _check_doc(w: _Walker, doc: dict[str, Any]) -> None:
     w.r.summary = f"{n} result{'s' * (n != 1)}: {counts}" + (
         f"; {violations} counterexample{'s' * (violations != 1)} of {steps} steps in all" if violations else ""
     )
+
+
+def _collision_probability(w: _Walker, v: Any, path: str, verdict: Any) -> None:
+    """``collision_probability`` (vpmu check --fingerprint): a number from 0 to 1, never with "incomplete"."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        w.r.error(path, f"expected a number from 0 to 1, got {show(v)}")
+    elif verdict == "incomplete":
+        w.r.error(path, 'present only when the verdict is "holds" or "violated", not "incomplete"')
 
 
 def _trace_doc(w: _Walker, doc: dict[str, Any]) -> None:

@@ -108,6 +108,8 @@ def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> li
         detail = r.prop if r.verdict == "violated" else r.reason
         if r.verdict == "violated":
             detail += f" (trace: {len(r.records)} steps)"
+        if r.collision_probability is not None:
+            detail += f"{', ' if detail else ''}fingerprints: collision probability {r.collision_probability:.3g}"
         verdict = verdict_word(r.verdict, st) + " " * max(0, 10 - len(r.verdict))  # pad the visible text
         out.append(
             f"{design:<20} {world:<16} {verdict} "
