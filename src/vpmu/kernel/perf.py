@@ -17,8 +17,8 @@ from vpmu.kernel.lang import CALL, IRET, WARN, Function, Step
 
 def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
     """perf_ctx_disable() -> x86_pmu_disable(): if enabled, clear cpuc->enabled and
-    disable_all (GLOBAL_CTRL := 0). With no host event on the core PMU there is no
-    PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
+    disable_all (GLOBAL_CTRL := 0). Until a host event of the core PMU is opened there
+    is no PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
     cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
 
     def do(s: list[int]) -> None:
@@ -49,15 +49,6 @@ def event_update(env: KernelEnv, s: list[int], e: int) -> None:
     delta = (new - s[env.ev_prev[e]]) & env.cpu.gp_mask
     s[env.ev_prev[e]] = new
     env.obs.host_count(s, e, delta)
-
-
-def _sched_out(env: KernelEnv) -> Step:
-    return Step(
-        "ctx_sched_out",
-        "ctx_sched_out(EVENT_GUEST): stop every host event of the core PMU",
-        lambda s: sched_out(env, s),
-        source="§2.3 step 4, EVENT_GUEST",
-    )
 
 
 def x86_pmu_start(env: KernelEnv, s: list[int], e: int) -> None:
@@ -107,6 +98,15 @@ def sched_out(env: KernelEnv, s: list[int], *, pinned: bool = True, flexible: bo
     for e, ev in enumerate(env.host_events):
         if s[env.ev_active[e]] and (pinned if ev.pinned else flexible):
             x86_pmu_stop(env, s, e)
+
+
+def _sched_out(env: KernelEnv) -> Step:
+    return Step(
+        "ctx_sched_out",
+        "ctx_sched_out(EVENT_GUEST): stop every host event of the core PMU",
+        lambda s: sched_out(env, s),
+        source="§2.3 step 4, EVENT_GUEST",
+    )
 
 
 def _sched_in(env: KernelEnv) -> Step:
