@@ -282,7 +282,7 @@ class System:
             rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
         else:
             s[self.perf_ops_left] -= 1
-            rec = StepRecord(move, ctx, "IPI", self._perf_op(s, arg), [])
+            rec = StepRecord(move, ctx, "timer" if arg == PERF_ROTATE else "IPI", self._perf_op(s, arg), [])
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)

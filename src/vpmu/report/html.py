@@ -92,6 +92,8 @@ def short_label(row: dict[str, Any]) -> str:
         return text.split(":", 1)[0]
     if label == "IPI":
         return "perf IPI pending"
+    if label == "timer":
+        return "perf mux timer pending"
     return text
 
 
