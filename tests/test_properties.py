@@ -495,3 +495,18 @@ def test_perf_stays_disabled_holds_on_default_world(vendor: str) -> None:
 def test_upstream_holds_on_amd_default() -> None:
     r = holds("upstream", builtin_worlds()["amd-default"], cap=None)
     assert r.stats.states > 100_000
+
+
+@pytest.mark.parametrize("design", ["no-guestonly-amd", "fixed-refilter"])
+def test_variants_of_handle_exit_keep_its_fastpath_guard(design: str) -> None:
+    """A design that wraps handle_exit must still skip it after an exit the fastpath handled."""
+    world = builtin_worlds()["intel-default"]
+    steps = {
+        name: next(
+            st
+            for st in System(get_design(name), world).functions["vcpu_enter_guest"].steps
+            if st.label == "handle_exit"
+        )
+        for name in ("upstream", design)
+    }
+    assert steps[design].when is not None and steps[design].when_text == steps["upstream"].when_text

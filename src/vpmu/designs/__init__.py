@@ -7,8 +7,12 @@ is its base plus edits by label (:class:`vpmu.kernel.lang.Edit`), so
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
+from vpmu.hw import virt as V
 from vpmu.hw.virt import Cpu
 from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
@@ -320,28 +324,33 @@ def get_design(name: str) -> Design:
 # --- ablations added for the conformance suite (vpmu conform) ------------------------------------
 
 
-def _handle_exit_guest_selector(env: KernelEnv) -> Step:
-    """handle_exit, but an emulated selector write leaves eventsel_hw as the guest wrote it."""
-    from vpmu.hw import virt as V
-
+def _handle_exit_then(env: KernelEnv, text: str, source: str, then: Callable[[list[int], int, int, int], None]) -> Step:
+    """upstream's handle_exit step (its guard included), then ``then(s, reason, msr, value)``
+    with the exit's reason, qualification (the MSR) and data as they were before it ran."""
     base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
     assert base.do is not None
     base_do, cpu = base.do, env.cpu
-    sels = {env.GP_EVENTSEL(i): i for i in range(env.vcpu.num_gp)}
-    if cpu.cfg.amd:
-        sels.update({M.MSR_K7_EVNTSEL0 + i: i for i in range(min(4, env.vcpu.num_gp))})
 
     def do(s: list[int]) -> None:
         reason, msr, value = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
         base_do(s)
+        then(s, reason, msr, value)
+
+    return replace(base, text=f"{base.text}; {text}", do=do, source=source)
+
+
+def _handle_exit_guest_selector(env: KernelEnv) -> Step:
+    """handle_exit, but an emulated selector write leaves eventsel_hw as the guest wrote it."""
+    sels = {env.GP_EVENTSEL(i): i for i in range(env.vcpu.num_gp)}
+    if env.cpu.cfg.amd:
+        sels.update({M.MSR_K7_EVNTSEL0 + i: i for i in range(min(4, env.vcpu.num_gp))})
+
+    def then(s: list[int], reason: int, msr: int, value: int) -> None:
         if reason == V.EXIT_WRMSR and msr in sels:
             s[env.pmc_eventsel_hw + sels[msr]] = value  # no GuestOnly=1 / HostOnly=0 stuffing
 
-    return Step(
-        "handle_exit",
-        "kvm_x86_call(handle_exit)(vcpu): emulate and skip; pmc->eventsel_hw = the guest's selector as written",
-        do,
-        source="H8 ablation (before v6 26/44)",
+    return _handle_exit_then(
+        env, "pmc->eventsel_hw = the guest's selector as written", "H8 ablation (before v6 26/44)", then
     )
 
 
@@ -360,26 +369,15 @@ DESIGNS[NO_GUESTONLY_AMD.name] = NO_GUESTONLY_AMD
 
 
 def _handle_exit_refilter_fixed(env: KernelEnv) -> Step:
-    from vpmu.hw import virt as V
-
-    base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
-    assert base.do is not None
-    base_do, cpu = base.do, env.cpu
     every_fixed = sum(1 << (M.FIXED_IDX_BASE + j) for j in range(env.vcpu.num_fixed))
 
-    def do(s: list[int]) -> None:
-        reason, msr = s[cpu.exit_reason], s[cpu.exit_qual]
-        before = s[env.fixed_ctr_ctrl] if env.vcpu.num_fixed else 0
-        base_do(s)
-        if reason == V.EXIT_WRMSR and msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL and s[env.fixed_ctr_ctrl] != before:
+    def then(s: list[int], reason: int, msr: int, value: int) -> None:
+        # A change marked at least the fields that changed: mark them all.
+        if reason == V.EXIT_WRMSR and msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL and s[env.reprogram_pmi] & every_fixed:
             s[env.reprogram_pmi] |= every_fixed
 
-    return Step(
-        "handle_exit",
-        "kvm_x86_call(handle_exit)(vcpu): emulate and skip; a FIXED_CTR_CTRL change marks every fixed counter "
-        "for reprogramming",
-        do,
-        source="F2 fix (docs/findings.md)",
+    return _handle_exit_then(
+        env, "a FIXED_CTR_CTRL change marks every fixed counter for reprogramming", "F2 fix (docs/findings.md)", then
     )
 
 
