@@ -182,3 +182,12 @@ def test_amd_cases_report_the_timer_schedule_as_not_applicable() -> None:
 
     r = run_case(cases_by_id()["amd/kut/check_counter_overflow[K7]"], "upstream", Schedule.parse("every:99991:timer"))
     assert r.skipped.startswith("SVM has no preemption timer") and r.runs == 0
+
+
+def test_summary_counts_not_applicable_runs_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    """An AMD case under the (Intel-only) fastpath schedule is n/a: not counted as a pass."""
+    from vpmu.cli import main
+
+    code = main(["conform", "--case", "amd/kut/check_rdpmc[K7]", "--schedule", "none", "--schedule", "every:3:timer"])
+    out = capsys.readouterr().out
+    assert code == 0 and "1 of 1 pass; 1 not applicable" in out

@@ -252,11 +252,15 @@ def cmd_conform(args: argparse.Namespace) -> int:
         print()
         print("\n".join(omissions_lines(args.vendor, st)))
     f1 = [r for r in bad if r.note]
-    summary = f"{len(results) - len(bad)} of {len(results)} pass"
+    skipped = sum(1 for r in results if r.skipped)
+    ran = len(results) - skipped
+    summary = f"{ran - len(bad)} of {ran} pass"
     if bad:
         summary += f", {len(bad)} fail"
         if f1:
             summary += f" ({len(f1)} after an unrelated NMI inside kvm_mediated_pmu_load: finding F1)"
+    if skipped:
+        summary += f"; {skipped} not applicable"
     print(f"\n{summary}; {seconds:.1f} s with {jobs} job(s)")
     if args.trace:
         print(f"trace of the first failure written to {args.trace}")

@@ -15,7 +15,7 @@ Fingerprint mode (``check(..., fingerprint=True)``, ``vpmu check --fingerprint``
 keys the visited set by a 64-bit fingerprint of each state instead of the state
 itself (hash compaction, as TLC's fingerprints and SPIN's hash-compact mode): a
 run then needs about 250 bytes per state, most of it the per-id bookkeeping
-below, instead of about 800 (README, "Performance"). Two distinct states that share
+below, instead of about 850 (README, "Performance"). Two distinct states that share
 a fingerprint make the second look visited, so it and whatever only it leads to
 are never explored. That can hide a violation, never invent one: a reported
 counterexample is replayed and is exact. It can also hide the state that lets the
