@@ -253,3 +253,64 @@ def test_perf_never_arms_a_counter_one_event_from_overflow() -> None:
     system = System(get_design("upstream"), parse_world(data, "w.toml"))
     s = system.initial()
     assert s[system.env.ev_prev[0]] == -2 & system.cpu.gp_mask == s[system.cpu.pmc]
+
+
+def _world(events: list[dict[str, object]], num_gp: int = 1, perf_ops: int = 1) -> System:
+    from vpmu.check.world import parse_world
+
+    data = {
+        "machine": {"vendor": "intel", "num_gp": num_gp, "gp_width": 5, "num_fixed": 0},
+        "host_event": events,
+        "guest": {"program": ["loop 2", "hlt"]},
+        "bounds": {"exits": 0, "nmis": 0, "perf_ops": perf_ops},
+    }
+    return System(get_design("upstream"), parse_world(data, "w.toml"))
+
+
+def test_once_a_flexible_event_does_not_fit_later_ones_are_not_tried() -> None:
+    """merge_sched_in(): can_add_hw = 0 after the first flexible group that fails, so c (whose
+    counter is free) waits with b for the next rotation."""
+    system = _world(
+        [
+            {"name": "a", "pinned": False, "counter": 0},
+            {"name": "b", "pinned": False, "counter": 0},
+            {"name": "c", "pinned": False, "counter": 1},
+        ],
+        num_gp=2,
+    )
+    s, env = system.initial(), system.env
+    assert [s[a] for a in env.ev_active] == [1, 0, 0] and s[env.rotate_necessary]
+
+
+def test_an_event_installed_later_joins_the_tail_of_the_flexible_groups() -> None:
+    """perf_event_groups_insert() gives a new group the next group_index: b, running, stays; a waits."""
+    system = _world([{"name": "a", "pinned": False, "opened": False}, {"name": "b", "pinned": False, "counter": 0}])
+    env = system.env
+    s = system.initial()
+    assert [s[a] for a in env.ev_active] == [0, 1]
+    s, _ = system.apply(s, (PERF_OP, PERF_OPEN + 0))
+    s, _ = _run_irq(system, s)
+    assert [s[a] for a in env.ev_active] == [0, 1] and [s[slot] for slot in env.flexible_order] == [1, 0]
+    assert s[env.rotate_necessary]
+
+
+def test_no_second_perf_op_while_the_acked_timer_waits_for_its_handler() -> None:
+    """VMX acknowledges the timer vector at VM-exit (ISR, exit vector); until its handler has
+    run after put, no other perf operation starts."""
+    system = _scenario_system("S3-rotate")
+    s = list(system.initial())
+    s[system.perf_ops_left] = 2
+    state = tuple(s)
+    while not state[system.cpu.mode]:
+        state, _ = system.apply(state, (STEP, 0))
+    state, _ = system.apply(state, (PERF_OP, PERF_ROTATE))
+    state, rec = system.apply(state, (DELIVER, 0))
+    assert rec.label == "VM-exit" and state[system.cpu.exit_vector] == LOCAL_TIMER_VECTOR
+    assert system.perf_ops(state) == []
+
+
+def test_an_event_never_opened_is_an_input_error() -> None:
+    from vpmu.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bounds.perf_ops = 0 is not allowed; host event 'a' has opened = false"):
+        _world([{"name": "a", "opened": False}], perf_ops=0)

@@ -574,7 +574,8 @@ def register(sub: Any) -> None:
         "--perf-ops",
         default="none",
         metavar="PLAN",
-        help="when another CPU disables, then re-enables, the first host event (perf IPI)",
+        help="when another CPU starts a host perf operation: the first one possible (open an event "
+        "declared opened = false, else disable, then re-enable, the first host event)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for random plans")
     p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps")

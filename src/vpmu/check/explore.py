@@ -36,18 +36,29 @@ from vpmu.hw.layout import State
 
 HOLDS, VIOLATED, INCOMPLETE = "holds", "violated", "incomplete"
 
-#: The fingerprint of a state in fingerprint mode: CPython's hash of the tuple of ints.
-#: It needs no seed: an int hashes to its value modulo 2**61 - 1 and a tuple mixes its
-#: items' hashes with fixed constants (xxHash-style since CPython 3.8); only str and
-#: bytes hashing is salted by PYTHONHASHSEED. So a state has the same fingerprint in
-#: every run of the same interpreter, and fingerprint mode is as deterministic as exact
-#: mode (tests/test_explore.py runs it under two hash seeds). It is also the hash
-#: exact mode's dict computes anyway, so it costs nothing extra. Each mixing step is a
-#: bijection, so two states that differ in one slot never collide, unless that slot's
-#: two values hash alike: ints equal modulo 2**61 - 1, or -1 and -2. Then they would
-#: always collide, whatever the estimate says; no slot of the model holds such a pair
-#: (test_slot_values_hash_to_distinct_lanes).
-state_fingerprint: Callable[[State], int] = hash
+_HASH_MODULUS = sys.hash_info.modulus  # 2**61 - 1 on 64-bit CPython
+
+
+def state_fingerprint(state: State) -> int:
+    """The fingerprint of a state in fingerprint mode: CPython's hash of the tuple of ints.
+
+    It needs no seed: an int hashes to its value modulo 2**61 - 1 and a tuple mixes
+    its items' hashes with fixed constants (xxHash-style since CPython 3.8); only
+    str and bytes hashing is salted by PYTHONHASHSEED. So a state has the same
+    fingerprint in every run, and fingerprint mode is as deterministic as exact
+    mode (tests/test_explore.py runs it under two hash seeds). Each mixing step is
+    a bijection, so two states that differ in one slot collide only if that slot's
+    values hash alike. Ints equal modulo 2**61 - 1 do (the APIC's 256-bit IRR, a
+    GLOBAL_STATUS with bits 61-63): a state holding such a value gets the quotients
+    of its wide values mixed in too, so they are told apart. (-1 and -2 also hash alike; the model uses
+    -1 for "none" and never -2: test_slot_values_hash_to_distinct_lanes.)
+    """
+    h = hash(state)
+    if max(state) >= _HASH_MODULUS:
+        h = hash((h, tuple(v // _HASH_MODULUS for v in state if v >= _HASH_MODULUS)))
+    return h
+
+
 #: Bits of a fingerprint (64 on 64-bit CPython builds; 32 on 32-bit ones).
 FINGERPRINT_BITS = sys.hash_info.width
 

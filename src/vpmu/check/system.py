@@ -240,8 +240,7 @@ class System:
         that does not exist yet, or (when a flexible event found no counter) rotate. One
         operation at a time: none while an IPI or the multiplexing timer is in flight."""
         env = self.env
-        timer = 1 << LOCAL_TIMER_VECTOR
-        if s[env.ipi_event] >= 0 or s[self.cpu.irr] & timer or self._irq_running(s, LOCAL_TIMER_VECTOR):
+        if s[env.ipi_event] >= 0 or self._timer_in_flight(s):
             return []
         out: list[Move] = []
         for e in range(len(env.host_events)):
@@ -255,6 +254,13 @@ class System:
 
     def _irq_running(self, s: State | list[int], vector: int) -> bool:
         return s[self.irq_pc] >= 0 and s[self.irq_vec] == vector
+
+    def _timer_in_flight(self, s: State | list[int]) -> bool:
+        """The multiplexing timer interrupt is pending, acknowledged (VMX acks it at VM-exit:
+        ISR and the exit's vector) or its handler runs."""
+        cpu, timer = self.cpu, 1 << LOCAL_TIMER_VECTOR
+        acked = cpu.exit_vector >= 0 and s[cpu.exit_vector] == LOCAL_TIMER_VECTOR
+        return bool((s[cpu.irr] | s[cpu.isr]) & timer) or acked or self._irq_running(s, LOCAL_TIMER_VECTOR)
 
     def successors(self, s: State) -> list[tuple[Move, State]]:
         return [(m, self.apply(s, m)[0]) for m in self.moves(s)]

@@ -238,6 +238,14 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
+    unopened = [e.name for e in events if not e.opened]
+    if unopened and _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where) == 0:
+        raise ConfigError(
+            "bounds.perf_ops",
+            0,
+            f"host event {unopened[0]!r} has opened = false, and only a perf operation opens it; allowed: 1 to 16",
+            where,
+        )
     bounds = Bounds(
         exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
         exit_reasons=reasons,

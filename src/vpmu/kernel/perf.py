@@ -76,20 +76,23 @@ def sched_in(env: KernelEnv, s: list[int], *, pinned: bool = True, flexible: boo
     """ctx_sched_in(): pinned groups, then flexible groups in flexible_groups order.
 
     merge_sched_in() starts each enabled, inactive event whose counter is free
-    (each event has a fixed counter in the model; docs/fidelity.md); a flexible
-    event that finds its counter taken sets rotate_necessary, which arms the
-    multiplexing hrtimer."""
+    (each event has a fixed counter in the model; docs/fidelity.md); once a
+    flexible event finds its counter taken, no later flexible event is tried
+    in this pass (can_add_hw = 0), and rotate_necessary arms the multiplexing
+    hrtimer."""
     if pinned:
         for e, ev in enumerate(env.host_events):
             if ev.pinned and s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
                 x86_pmu_start(env, s, e)  # world validation keeps pinned counters exclusive
     if flexible:
+        can_add_hw = True
         for slot in env.flexible_order:
             e = s[slot]
             if s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
-                if _counter_free(env, s, e):
+                if can_add_hw and _counter_free(env, s, e):
                     x86_pmu_start(env, s, e)
                 else:
+                    can_add_hw = False
                     s[env.rotate_necessary] = 1
 
 
@@ -116,6 +119,15 @@ def _sched_in(env: KernelEnv) -> Step:
         lambda s: sched_in(env, s),
         source="§2.3 put step 3",
     )
+
+
+def to_tail(env: KernelEnv, s: list[int], e: int) -> None:
+    """Move flexible event ``e`` to the end of the flexible_groups order."""
+    order = [s[slot] for slot in env.flexible_order]
+    order.remove(e)
+    order.append(e)
+    for slot, f in zip(env.flexible_order, order, strict=True):
+        s[slot] = f
 
 
 def ctx_resched(env: KernelEnv, s: list[int], e: int) -> None:
@@ -449,6 +461,8 @@ def perf_event_ipi(env: KernelEnv) -> Function:
         if not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
             s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 1
             s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
+            if not env.host_events[e].pinned:
+                to_tail(env, s, e)  # perf_event_groups_insert(): group_index = ++index, the rightmost group
             ctx_resched(env, s, e)
         elif s[env.ev_enabled[e]]:  # __perf_event_disable()
             if s[env.ev_active[e]]:
@@ -489,15 +503,8 @@ def perf_mux_hrtimer_handler(env: KernelEnv) -> Function:
     def event_to_rotate(s: list[int]) -> None:
         order = [s[slot] for slot in env.flexible_order]
         active = [e for e in order if s[env.ev_active[e]]]
-        s[pick] = active[0] if active else order[0]
+        s[pick] = active[0] if active else next(e for e in order if s[env.ev_installed[e]])
         s[env.rotate_necessary] = 0
-
-    def rotate(s: list[int]) -> None:
-        order = [s[slot] for slot in env.flexible_order]
-        order.remove(s[pick])
-        order.append(s[pick])
-        for slot, e in zip(env.flexible_order, order, strict=True):
-            s[slot] = e
 
     return Function(
         "perf_mux_hrtimer_handler",
@@ -524,7 +531,12 @@ def perf_mux_hrtimer_handler(env: KernelEnv) -> Function:
                 lambda s: sched_out(env, s, pinned=False),
                 source="perf_rotate_context",
             ),
-            Step("rotate_ctx", "rotate_ctx(ctx, cpu_event): move it to the tail", rotate, source="perf_rotate_context"),
+            Step(
+                "rotate_ctx",
+                "rotate_ctx(ctx, cpu_event): move it to the tail",
+                lambda s: to_tail(env, s, s[pick]),
+                source="perf_rotate_context",
+            ),
             Step(
                 "sched_in_flexible",
                 "__pmu_ctx_sched_in(cpu_epc, EVENT_FLEXIBLE)",
