@@ -50,8 +50,9 @@ def state_fingerprint(state: State) -> int:
     a bijection, so two states that differ in one slot collide only if that slot's
     values hash alike. Ints equal modulo 2**61 - 1 do (the APIC's 256-bit IRR, a
     GLOBAL_STATUS with bits 61-63): a state holding such a value gets the quotients
-    of its wide values mixed in too, so they are told apart. (-1 and -2 also hash alike; the model uses
-    -1 for "none" and never -2: test_slot_values_hash_to_distinct_lanes.)
+    of its wide values mixed in too, so they are told apart. (-1 and -2 also hash
+    alike; the model uses -1 for "none" and never -2:
+    test_slot_values_hash_to_distinct_lanes.)
     """
     h = hash(state)
     if max(state) >= _HASH_MODULUS:
