@@ -242,3 +242,32 @@ def test_amd_has_no_preemption_timer_exit(capsys: pytest.CaptureFixture[str]) ->
             {"machine": {"vendor": "amd"}, "guest": {"program": ["hlt"]}, "bounds": {"exit_reasons": ["timer"]}},
             "w.toml",
         )
+
+
+@pytest.mark.parametrize(
+    ("vendor", "sel", "counts"),
+    [
+        ("intel", 0xC0 | M.EVENTSEL_OS | M.EVENTSEL_USR | M.EVENTSEL_EN, True),
+        ("intel", 0x01C0 | M.EVENTSEL_OS | M.EVENTSEL_USR | M.EVENTSEL_EN, False),  # a unit mask: another event
+        ("amd", 0xC0 | M.EVENTSEL_OS | M.EVENTSEL_USR | M.EVENTSEL_EN, True),
+        ("amd", (1 << 32) | 0xC0 | M.EVENTSEL_OS | M.EVENTSEL_USR | M.EVENTSEL_EN, False),  # EventSelect 0x1C0
+    ],
+)
+def test_kvm_counts_an_emulated_instruction_only_for_the_instructions_event(
+    vendor: str, sel: int, counts: bool
+) -> None:
+    """pmc_is_event_match(): event select and unit mask (AMD: EventSelect[11:8] too) must be the
+    architectural instructions event, for KVM's emulated counting and for the fastpath guard (§5.6)."""
+    from vpmu.kernel import kvm
+
+    machine = {"vendor": vendor, "num_gp": 1, "gp_width": 5}
+    if vendor == "intel":
+        machine["num_fixed"] = 0
+    system = System(get_design("upstream"), parse_world({"machine": machine, "guest": {"program": ["hlt"]}}, "w"))
+    env = system.env
+    s = list(system.initial())
+    s[env.pmc_eventsel] = sel
+    s[env.pmu_global_ctrl] = 1
+    assert kvm.counting_instructions_enabled(env, s) is counts
+    kvm.kvm_pmu_incr_counter(env, s, 0)
+    assert s[env.pmc_counter] == int(counts)

@@ -121,6 +121,15 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
         s[env.fixed_ctr_ctrl_hw] = hw
 
 
+def _is_instructions(env: KernelEnv, sel: int) -> bool:
+    """pmc_is_event_match(pmc, INSTRUCTIONS_RETIRED): event select and unit mask (AMD: with
+    EventSelect[11:8] in bits 35:32) equal the architectural instructions event."""
+    vendor = "intel" if env.cpu.cfg.intel else "amd"
+    code = M.EVENT_ENCODINGS[vendor][M.INSTRUCTIONS]
+    match = 0xFFFF | (0xF << 32 if env.cpu.cfg.amd else 0)
+    return sel & match == code
+
+
 def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
     """kvm_pmu_instruction_retired() -> kvm_pmu_incr_counter() for the mediated PMU (§5.6).
 
@@ -129,15 +138,13 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
     one in pmc->counter; a wrap sets the bit in pmu->global_status and, with
     the PMI enabled, raises KVM_REQ_PMI.
     """
-    vendor = "intel" if env.cpu.cfg.intel else "amd"
-    code = M.EVENT_ENCODINGS[vendor][M.INSTRUCTIONS]
     gctrl = s[env.pmu_global_ctrl]
     mask = env.cpu.gp_mask  # the guest's width is the host's (§5.1)
     for i in range(env.vcpu.num_gp):
         sel = s[env.pmc_eventsel + i]
-        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or (sel & 0xFF) != code:
+        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or not _is_instructions(env, sel):
             continue
-        if (sel >> 8) & 0xFF or not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
+        if not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             continue
         if not event_allowed(env, sel):
             continue
@@ -160,12 +167,10 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
 
 def counting_instructions_enabled(env: KernelEnv, s: list[int]) -> bool:
     """pmc_counting_instructions overlaps pmu->global_ctrl (§5.6)."""
-    vendor = "intel" if env.cpu.cfg.intel else "amd"
-    code = M.EVENT_ENCODINGS[vendor][M.INSTRUCTIONS]
     gctrl = s[env.pmu_global_ctrl]
     for i in range(env.vcpu.num_gp):
         sel = s[env.pmc_eventsel + i]
-        if sel & M.EVENTSEL_EN and (sel & 0xFF) == code and (gctrl >> i) & 1:
+        if sel & M.EVENTSEL_EN and _is_instructions(env, sel) and (gctrl >> i) & 1:
             return True
     return bool(env.vcpu.num_fixed and s[env.fixed_ctr_ctrl] & 0x3 and (gctrl >> M.FIXED_IDX_BASE) & 1)
 
