@@ -46,12 +46,11 @@ from typing import Any
 
 from vpmu.check import properties as P
 from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, NMI_CTX, STEP, Move, StepRecord, System
-from vpmu.check.world import NO_TIMER_ON_AMD, Bounds, GuestSpec, WorldSpec
+from vpmu.check.world import ASYNC_EXITS, NO_TIMER_ON_AMD, Bounds, GuestSpec, WorldSpec
 from vpmu.designs import get_design
 from vpmu.errors import Fault, VpmuError
 from vpmu.guest.suites import Case, Check, Outcome, Vm, all_cases, show
 from vpmu.hw import msr as M
-from vpmu.hw import virt as V
 from vpmu.hw.layout import State
 from vpmu.hw.pmu import Pmu
 from vpmu.kernel.env import Observer, VcpuSpec
@@ -240,7 +239,6 @@ class Schedule:
         )
 
 
-ASYNC = {"interrupt": V.EXIT_EXTINT_HOST, "timer": V.EXIT_TIMER}
 #: Random schedules: chances per move of an unrelated NMI and of a host perf IPI; exits per program.
 NMI_CHANCE, PERF_OP_CHANCE, RANDOM_EXITS = 0.004, 0.003, 64
 
@@ -380,7 +378,7 @@ def run_vm(design: str, case: Case, vm: Vm, schedule: Schedule, size: int = 0, m
                 reason = "timer" if rnd.random() < 0.3 else "interrupt"
                 if cpu.cfg.amd:
                     reason = "interrupt"  # SVM has no preemption timer
-            move = (ASYNC_EXIT, ASYNC[reason])
+            move = (ASYNC_EXIT, ASYNC_EXITS[reason])
             run.exits += 1
             next_exit = next_after(pos)
         elif schedule.nmis and schedule.kind == "random" and not s[cpu.nmi_pending] and rnd.random() < NMI_CHANCE:

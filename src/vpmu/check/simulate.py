@@ -28,8 +28,6 @@ from vpmu.errors import VpmuError
 from vpmu.hw.layout import State
 from vpmu.kernel.lang import Instr
 
-EXIT_REASONS = ASYNC_EXITS
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -180,7 +178,7 @@ def simulate(
         if (DELIVER, 0) in moves:
             move = (DELIVER, 0)
         elif s[cpu.mode] and t_exit.due(retired):
-            move = (ASYNC_EXIT, EXIT_REASONS[reason])
+            move = (ASYNC_EXIT, ASYNC_EXITS[reason])
             t_exit.fired(retired)
             n_exits += 1
         elif not s[cpu.nmi_pending] and t_nmi.due(retired):

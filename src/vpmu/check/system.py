@@ -167,7 +167,6 @@ class System:
             if not ev.opened:
                 continue
             s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
-            s[env.ev_active[e]] = 0
         perf.sched_in(env, s)
         for e, ev in enumerate(env.host_events):
             if s[env.ev_active[e]]:

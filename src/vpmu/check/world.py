@@ -238,8 +238,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
+    perf_ops = _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where)
     unopened = [e.name for e in events if not e.opened]
-    if unopened and _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where) == 0:
+    if unopened and perf_ops == 0:
         raise ConfigError(
             "bounds.perf_ops",
             0,
@@ -250,7 +251,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
         exit_reasons=reasons,
         nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
-        perf_ops=_int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where),
+        perf_ops=perf_ops,
         max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
     )
 

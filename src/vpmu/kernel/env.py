@@ -117,7 +117,7 @@ class KernelEnv:
         self.ev_installed: list[int] = []
         for e in self.host_events:
             on = int(e.opened)
-            self.ev_active.append(L.field(f"perf.{e.name}.active", "host", init=on, fmt="bool"))
+            self.ev_active.append(L.field(f"perf.{e.name}.active", "host", fmt="bool"))  # boot schedules in
             self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
             self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=on, fmt="bool"))
             self.ev_opened.append(L.field(f"perf.{e.name}.opened", "host", init=on, fmt="bool"))

@@ -55,8 +55,8 @@ from importlib import resources
 from typing import Any
 
 from vpmu.check import properties as P
-from vpmu.check.simulate import EXIT_REASONS, Plan
-from vpmu.check.world import WorldSpec, builtin_worlds, check_exit_reason, parse_world
+from vpmu.check.simulate import Plan
+from vpmu.check.world import ASYNC_EXITS, WorldSpec, builtin_worlds, check_exit_reason, parse_world
 from vpmu.designs import DESIGNS
 from vpmu.errors import VpmuError
 
@@ -174,8 +174,8 @@ def _script(data: Any, where: str) -> Script:
     for key in ("exits", "nmis"):
         Plan.parse(str(data.get(key, "none")), f"{where}: script.{key}")
     reason = data.get("exit_reason", "")
-    if reason and reason not in EXIT_REASONS:
-        raise _err(where, f"script.exit_reason = {reason!r} is not allowed; allowed: {', '.join(EXIT_REASONS)}")
+    if reason and reason not in ASYNC_EXITS:
+        raise _err(where, f"script.exit_reason = {reason!r} is not allowed; allowed: {', '.join(ASYNC_EXITS)}")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise _err(where, f"script.seed = {seed!r} is not allowed; allowed: an integer")
