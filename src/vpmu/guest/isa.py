@@ -85,22 +85,22 @@ class GuestIsa:
         """The value read, or None when the read exits (KVM reports it on emulation)."""
         self.access = ("rdmsr", msr, 0)
         if msr in self.passthrough:
-            value = self.cpu.rdmsr(s, msr)
-            s[self.env.guest_rax] = value
-            self.env.obs.guest_read(s, "rdmsr", msr, value)
-            return value
+            return self._read(s, "rdmsr", msr, self.cpu.rdmsr(s, msr))
         self.cpu.vmexit(s, V.EXIT_RDMSR, msr, 0, ring)
         return None
 
     def rdpmc(self, s: list[int], ecx: int, ring: int = 0) -> int | None:
         self.access = ("rdpmc", ecx, 0)
         if not self.rdpmc_exits:
-            value = self.cpu.rdpmc(s, ecx)
-            s[self.env.guest_rax] = value
-            self.env.obs.guest_read(s, "rdpmc", ecx, value)
-            return value
+            return self._read(s, "rdpmc", ecx, self.cpu.rdpmc(s, ecx))
         self.cpu.vmexit(s, V.EXIT_RDPMC, ecx, 0, ring)
         return None
+
+    def _read(self, s: list[int], kind: str, index: int, value: int) -> int:
+        """A read that completed in guest mode: the value lands in RAX and is observed."""
+        s[self.env.guest_rax] = value
+        self.env.obs.guest_read(s, kind, index, value)
+        return value
 
     def exit(self, s: list[int], reason: int, ring: int = 0) -> None:
         """An instruction that always exits (CPUID, HLT)."""
