@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vpmu.check.conform import (
+from vpmu.cli import main
+from vpmu.cli.conform import KNOWN_GAPS
+from vpmu.conform.runner import (
     MUTATIONS,
     CaseRun,
     Schedule,
@@ -22,11 +24,9 @@ from vpmu.check.conform import (
     run_case,
     run_tasks,
 )
-from vpmu.cli import main
-from vpmu.conform_commands import KNOWN_GAPS
+from vpmu.conform.suites import all_omissions, kut, selftests
 from vpmu.designs import DESIGNS
 from vpmu.errors import VpmuError
-from vpmu.guest.suites import all_omissions, kut, selftests
 
 
 def run(case: str, schedule: str, design: str = "upstream") -> CaseRun:
@@ -178,7 +178,7 @@ def test_cli_list_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_amd_cases_report_the_timer_schedule_as_not_applicable() -> None:
     """SVM has no preemption timer: every:K:timer is skipped on AMD, with the reason."""
-    from vpmu.check.conform import Schedule, cases_by_id, run_case
+    from vpmu.conform.runner import Schedule, cases_by_id, run_case
 
     r = run_case(cases_by_id()["amd/kut/check_counter_overflow[K7]"], "upstream", Schedule.parse("every:99991:timer"))
     assert r.skipped.startswith("SVM has no preemption timer") and r.runs == 0

@@ -22,7 +22,7 @@ model's KVM does not inject).
 
 from __future__ import annotations
 
-from vpmu.guest.suites import (
+from vpmu.conform.suites import (
     Case,
     Check,
     Omission,
@@ -34,7 +34,7 @@ from vpmu.guest.suites import (
     no_fault,
     skipped,
 )
-from vpmu.guest.suites.machines import HOST_EVENTS, MACHINES, vcpu
+from vpmu.conform.suites.machines import HOST_EVENTS, MACHINES, vcpu
 from vpmu.hw import msr as M
 
 NUM_LOOPS = 10

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vpmu.guest.suites import (
+from vpmu.conform.suites import (
     Case,
     Check,
     Omission,
@@ -38,7 +38,7 @@ from vpmu.guest.suites import (
     skipped,
     within,
 )
-from vpmu.guest.suites.machines import HOST_EVENTS, MACHINES, vcpu
+from vpmu.conform.suites.machines import HOST_EVENTS, MACHINES, vcpu
 from vpmu.hw import msr as M
 
 N = 1_000_000

@@ -1,6 +1,6 @@
 """Conformance: the public PMU test suites, native vs virtualized, under exit schedules.
 
-A case (:mod:`vpmu.guest.suites`) is a guest program per VM plus the original
+A case (:mod:`vpmu.conform.suites`) is a guest program per VM plus the original
 test's assertions. One *run* executes a VM's program on the composed system
 (:class:`~vpmu.check.system.System`) under a design and one schedule, with a
 :class:`Tap` on the observation channel that records every guest access — its
@@ -47,9 +47,9 @@ from typing import Any
 from vpmu.check import properties as P
 from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, NMI_CTX, STEP, Move, StepRecord, System
 from vpmu.check.world import ASYNC_EXITS, NO_TIMER_ON_AMD, Bounds, GuestSpec, WorldSpec
+from vpmu.conform.suites import Case, Check, Outcome, Vm, all_cases, show
 from vpmu.designs import get_design
 from vpmu.errors import Fault, VpmuError
-from vpmu.guest.suites import Case, Check, Outcome, Vm, all_cases, show
 from vpmu.hw import msr as M
 from vpmu.hw.layout import State
 from vpmu.hw.pmu import Pmu

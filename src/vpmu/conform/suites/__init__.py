@@ -7,7 +7,7 @@ runs on, one or more guest programs (one per VM the original creates), and the
 original's assertions as :class:`Check` s over the values the guest observed,
 named by the tags of the guest's accesses (``rdmsr PMC0 @instructions-0``).
 
-A runner (:mod:`vpmu.check.conform`) runs each program natively (the reference
+A runner (:mod:`vpmu.conform.runner`) runs each program natively (the reference
 CPU: a native PMU with the guest's own programming) and virtualized under a
 design and an exit schedule; the guest must observe the same values in both,
 and the assertions must hold in both.
@@ -175,12 +175,12 @@ SUITES = {
 
 
 def all_cases() -> list[Case]:
-    from vpmu.guest.suites import kut, selftests
+    from vpmu.conform.suites import kut, selftests
 
     return [*kut.cases(), *selftests.cases()]
 
 
 def all_omissions() -> list[Omission]:
-    from vpmu.guest.suites import kut, selftests
+    from vpmu.conform.suites import kut, selftests
 
     return [*kut.OMISSIONS, *selftests.OMISSIONS]

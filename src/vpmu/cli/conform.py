@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from vpmu.errors import VpmuError
 
 if TYPE_CHECKING:
-    from vpmu.check.conform import CaseRun
-    from vpmu.guest.suites import Case
+    from vpmu.conform.runner import CaseRun
+    from vpmu.conform.suites import Case
     from vpmu.report.text import Style
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -35,8 +35,8 @@ KNOWN_GAPS: dict[str, str] = {
 
 
 def _select(args: argparse.Namespace) -> list[Case]:
-    from vpmu.check.conform import cases_by_id
-    from vpmu.guest.suites import SUITES
+    from vpmu.conform.runner import cases_by_id
+    from vpmu.conform.suites import SUITES
 
     cases = list(cases_by_id().values())
     if args.vendor:
@@ -60,7 +60,7 @@ def _select(args: argparse.Namespace) -> list[Case]:
 
 
 def _schedules(args: argparse.Namespace) -> list[str] | None:
-    from vpmu.check.conform import Schedule
+    from vpmu.conform.runner import Schedule
 
     if not args.schedule:
         return None
@@ -164,7 +164,7 @@ def failures(results: Sequence[CaseRun], st: Style) -> list[str]:
 
 
 def omissions_lines(vendor: str | None, st: Style) -> list[str]:
-    from vpmu.guest.suites import all_omissions
+    from vpmu.conform.suites import all_omissions
 
     out = [st.bold("not run (with the reason):")]
     for o in all_omissions():
@@ -196,7 +196,7 @@ def _result_json(r: CaseRun) -> dict[str, Any]:
 
 
 def cmd_conform(args: argparse.Namespace) -> int:
-    from vpmu.check import conform as C
+    from vpmu.conform import runner as C
     from vpmu.report.text import Style, use_color
 
     st = Style(use_color(sys.stdout))
@@ -268,7 +268,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, st: Style) -> int:
-    from vpmu.check.conform import cases_by_id
+    from vpmu.conform.runner import cases_by_id
 
     cases = list(cases_by_id().values())
     if args.vendor:
@@ -290,7 +290,7 @@ def _list(args: argparse.Namespace, st: Style) -> int:
 
 
 def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style) -> int:
-    from vpmu.check import conform as C
+    from vpmu.conform import runner as C
 
     designs = [_design(d) for d in (args.mutation or C.MUTATIONS)]
     t0 = time.perf_counter()

@@ -40,7 +40,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Modules that define subcommands: each has ``register(subparsers)``.
-COMMAND_MODULES = ("vpmu.commands", "vpmu.trace_commands", "vpmu.conform_commands")
+COMMAND_MODULES = (
+    "vpmu.cli.check",
+    "vpmu.cli.model",
+    "vpmu.cli.simulate",
+    "vpmu.cli.scenarios",
+    "vpmu.cli.trace",
+    "vpmu.cli.conform",
+    "vpmu.cli.completion",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +82,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except BrokenPipeError:  # pragma: no cover - e.g. `vpmu show | head`
         return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

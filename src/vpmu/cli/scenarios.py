@@ -1,0 +1,140 @@
+"""``vpmu scenarios``: the scenario catalog, expected against observed verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from vpmu.cli.common import RAW
+from vpmu.errors import VpmuError
+
+SCENARIOS_SCHEMA = "vpmu.scenarios/1"
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from vpmu.check.world import default_exit_reason
+    from vpmu.report.text import Style, counterexample, use_color
+    from vpmu.report.trace import trace_rows
+    from vpmu.scenarios import load_catalog
+    from vpmu.scenarios.run import describe, run, summary, table
+
+    if args.context < 0:
+        raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
+    chosen = load_catalog().select(args.ids)
+    st = Style(use_color(sys.stdout))
+    outcomes = []
+    for scenario in chosen:
+        o = run(scenario)
+        outcomes.append(o)
+        if args.trace and not args.json:
+            print("\n".join(describe(o)))
+            if o.verdict == "violated" and o.result is not None and o.system is not None:
+                print(st.bold(f"counterexample ({len(o.result.records)} steps)"))
+                print("\n".join(counterexample(o.system, o.result, st, last=args.context)))
+            elif o.verdict == "holds":
+                print(
+                    f"holds: {o.states} states, {o.transitions} transitions, depth {o.depth} "
+                    "(every interleaving within the world's bounds); no counterexample to show"
+                )
+            elif o.message and o.verdict != "not expressible":
+                print(f"{o.verdict}: {o.message}")
+            if o.scenario.script is not None:
+                sc = o.scenario.script
+                expected = [("step", x) for x in sc.steps] + [("journal", x) for x in sc.journal]
+                expected += [("absent", x) for x in sc.absent]
+                vendor = o.scenario.world.machine.vendor if o.scenario.world else "intel"
+                reason = f" ({sc.exit_reason or default_exit_reason(vendor)})" if sc.exits != "none" else ""
+                head = f"scripted run (exits {sc.exits}{reason}, NMIs {sc.nmis}): {o.script_steps} steps"
+                if o.script_problems:
+                    print(f"{head}; observations that differ:")
+                    print("\n".join(f"  {p}" for p in o.script_problems))
+                else:
+                    how = "steps and journal in order, absent lines nowhere"
+                    print(f"{head}; all {len(expected)} expected observations as stated ({how})")
+                    print("\n".join(f"  {kind:<8} {x}" for kind, x in expected))
+            print()
+    differ = any(not o.matches for o in outcomes)
+    if args.html:
+        _scenario_html(outcomes, args.html)
+    if args.json:
+        doc = []
+        for o in outcomes:
+            s = o.scenario
+            entry: dict[str, Any] = {
+                "id": s.id,
+                "title": s.title,
+                "hazards": list(s.hazards),
+                "source": s.source,
+                "note": s.note,
+                "expressible": s.expressible,
+            }
+            if not s.expressible:
+                entry["reason"] = s.reason
+            else:
+                entry.update(
+                    design=s.design,
+                    world=s.world_name,
+                    vendor=s.vendor,
+                    expected={
+                        "verdict": s.verdict,
+                        "property": s.prop or None,
+                        "properties": list(s.properties) or None,
+                        "restricted": s.restricted or None,
+                    },
+                    observed={
+                        "verdict": o.verdict,
+                        "property": o.prop or None,
+                        "message": o.message,
+                        "states": o.states,
+                        "seconds": round(o.seconds, 3),
+                        "script_problems": o.script_problems if s.script is not None else None,
+                    },
+                    matches=o.matches,
+                )
+                if args.trace and o.verdict == "violated" and o.result is not None and o.system is not None:
+                    entry["trace"] = trace_rows(o.system, o.result.states, o.result.records)
+            doc.append(entry)
+        json.dump({"schema": SCENARIOS_SCHEMA, "scenarios": doc}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif not args.trace or len(outcomes) > 1:
+        print("\n".join(table(outcomes, st)))
+        print(summary(outcomes))
+    else:
+        print(summary(outcomes))
+    return 1 if differ else 0
+
+
+def _scenario_html(outcomes: list[Any], out: str) -> None:
+    """--html: the timeline of the first chosen scenario that has a counterexample."""
+    from vpmu.cli.check import check_entry
+    from vpmu.report.html import write_html
+    from vpmu.report.trace import CHECK_SCHEMA
+
+    for o in outcomes:
+        if o.verdict == "violated" and o.result is not None and o.system is not None:
+            doc = {"schema": CHECK_SCHEMA, "results": [check_entry(o.system, o.result)]}
+            sys.stderr.write(f"vpmu: scenario {o.scenario.id}: {write_html(doc, out, 'vpmu scenarios')}\n")
+            return
+    sys.stderr.write(f"vpmu: no counterexample among the scenarios run: {out} not written\n")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "scenarios",
+        help="run the canned scenarios (App. C, hazards H1-H20, findings): expected vs observed",
+        description="Run the scenario catalog (vpmu/scenarios/catalog/): each scenario is a design, a world and the "
+        "verdict the checker must give (holds, a named property violated, or the world refused), some with a "
+        "scripted run and the observations it must show. Prints one row per scenario, then the scenarios the model "
+        "cannot express yet, with the reason. Exit 0: every verdict as expected; 1: one differs; 2: unknown id.",
+        epilog="examples:\n  vpmu scenarios\n  vpmu scenarios S5 --trace\n  vpmu scenarios S1-seed-amd H1 --trace "
+        "--context 12\n  vpmu scenarios --json",
+        formatter_class=RAW,
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="scenarios to run (default: all), e.g. S5 H3-late F1")
+    p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
+    p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
+    p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
+    p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
+    p.set_defaults(handler=cmd_scenarios)
