@@ -1,0 +1,105 @@
+"""The model's side of the anchors: the step order of each function of a design.
+
+A function's labels depend on the machine (vendor hooks, unrolled counters,
+the Intel PMI handler's ack placement), so a design is built on the default
+Intel world once per ack placement and on the default AMD world; a kernel
+function must agree with every one of those builds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import replace
+
+from vpmu.kernel.lang import Design, Function, Step
+from vpmu.source.anchors import CFunction
+
+_CACHE: dict[int, tuple[Design, tuple[dict[str, Function], ...]]] = {}
+
+
+def _builds(design: Design) -> tuple[dict[str, Function], ...]:
+    hit = _CACHE.get(id(design))
+    if hit is not None and hit[0] is design:
+        return hit[1]
+    from vpmu.check.system import System
+    from vpmu.check.world import DEFAULT_WORLDS, resolve_world
+
+    intel = resolve_world(DEFAULT_WORLDS["intel"])
+    amd = resolve_world(DEFAULT_WORLDS["amd"])
+    worlds = [intel, amd]
+    for ack in ("early", "mid", "late"):
+        if ack != intel.machine.host_ack:
+            worlds.append(replace(intel, machine=replace(intel.machine, host_ack=ack)))
+    builds = tuple(System(design, w).functions for w in worlds)
+    _CACHE[id(design)] = (design, builds)
+    return builds
+
+
+def label_orders(design: Design, model: str) -> list[list[str]]:
+    """The step labels of ``model`` in each build that has it."""
+    return [fns[model].labels() for fns in _builds(design) if model in fns]
+
+
+def key_of(cf: CFunction, label: str) -> str | None:
+    """The anchor step (a label or glob) of ``cf`` that stands for ``label``."""
+    for st in cf.body:
+        if st.step and (st.step == label or fnmatch.fnmatchcase(label, st.step)):
+            return st.step
+    return None
+
+
+def key_orders(design: Design, cf: CFunction) -> list[list[str]]:
+    """Per build, the anchor steps of ``cf`` in the design's order (first occurrence of each)."""
+    out = []
+    for labels in label_orders(design, cf.model):
+        seq: list[str] = []
+        for label in labels:
+            k = key_of(cf, label)
+            if k is not None and k not in seq:
+                seq.append(k)
+        out.append(seq)
+    return out
+
+
+def _upstream() -> Design:
+    from vpmu.designs import UPSTREAM
+
+    return UPSTREAM
+
+
+def mentioned(design: str, model_fn: str, key: str) -> bool:
+    """Does the anchors table know a C form of ``key`` specific to ``design`` (only/unless)?"""
+    from vpmu.source.anchors import FUNCTIONS
+
+    return any(
+        st.step == key and (design in st.only or design in st.unless)
+        for cf in FUNCTIONS
+        if cf.model == model_fn
+        for st in cf.body
+    )
+
+
+def changed_keys(design: Design, cf: CFunction) -> set[str]:
+    """Anchor steps whose step the design replaced (its text differs from upstream's) and whose
+    C the anchors do not know for that design: their upstream statements do not stand for them."""
+    if design.name == "upstream":
+        return set()
+    out = set()
+    for ups, fns in zip(_builds(_upstream()), _builds(design), strict=True):
+        if cf.model not in fns or cf.model not in ups:
+            continue
+        up = {label: st.text for label, st in _steps(ups[cf.model])}
+        for label, st in _steps(fns[cf.model]):
+            k = key_of(cf, label)
+            if k is not None and label in up and up[label] != st.text and not mentioned(design.name, cf.model, k):
+                out.add(k)
+    return out
+
+
+def _steps(fn: Function) -> list[tuple[str, Step]]:
+    return [(s.label, s) for s in fn.steps]
+
+
+def present_keys(design: Design, cf: CFunction) -> set[str]:
+    """The anchor steps of ``cf`` the design has in some build, as the anchored C has them."""
+    return {k for seq in key_orders(design, cf) for k in seq} - changed_keys(design, cf)
