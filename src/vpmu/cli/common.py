@@ -26,6 +26,12 @@ def design_from_args(args: argparse.Namespace) -> Any:
     from vpmu.check.design_file import load_design_file
     from vpmu.designs import get_design
 
+    if getattr(args, "kernel", None):
+        if getattr(args, "design", None) or getattr(args, "design_file", None):
+            raise VpmuError("--kernel derives the design from the tree; drop --design/--design-file")
+        from vpmu.cli.source import derived_design
+
+        return derived_design(args.kernel)
     if getattr(args, "design_file", None):
         if args.design:
             raise VpmuError("give either --design or --design-file, not both")
@@ -50,6 +56,7 @@ def worlds_from_args(args: argparse.Namespace) -> list[Any]:
 def add_design_world_args(p: argparse.ArgumentParser, many_worlds: bool = True) -> None:
     p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
     p.add_argument("--design-file", metavar="FILE", help="a design file (.toml edits or .py)")
+    p.add_argument("--kernel", metavar="DIR", help="derive the design from a kernel source tree (vpmu source design)")
     p.add_argument(
         "--world",
         action="append" if many_worlds else "store",

@@ -202,7 +202,14 @@ def cmd_conform(args: argparse.Namespace) -> int:
     st = Style(use_color(sys.stdout))
     if args.list:
         return _list(args, st)
-    design = _design(args.design)
+    if args.kernel:
+        from vpmu.cli.source import tree_design_name
+
+        if args.design:
+            raise VpmuError("--kernel derives the design from the tree; drop --design")
+        design = tree_design_name(args.kernel, register=False)
+    else:
+        design = _design(args.design)
     cases = _select(args)
     jobs = args.jobs or os.cpu_count() or 1
     if args.mutations:
@@ -353,6 +360,7 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
+    p.add_argument("--kernel", metavar="DIR", help="derive the design from a kernel source tree (vpmu source design)")
     p.add_argument("--vendor", choices=("intel", "amd"), help="only this vendor's cases")
     p.add_argument("--suite", action="append", metavar="NAME", help="kut, counters or filter (repeatable)")
     p.add_argument("--case", action="append", metavar="NAME", help="a case id, name or part of one (repeatable)")

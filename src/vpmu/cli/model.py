@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from vpmu.cli.common import RAW, design_from_args, machine_from_args
@@ -117,6 +118,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from vpmu.report.diff import diff_function, diff_path, path_texts
 
     a, b = get_design(args.a), get_design(args.b)
+    if args.c:
+        from vpmu.source.gen import diff_c, unexpressed
+
+        text = diff_c(a, b)
+        notes = unexpressed(a, b)
+        print(f"vpmu diff {a.name} {b.name} --c: kernel-like C from the anchors (upstream = Linux v7.0)")
+        for n in notes:
+            print(f"  not in the C below: {n}")
+        print()
+        sys.stdout.write(text or "no difference in the anchored C\n")
+        return 0
     world = resolve_world(args.world or DEFAULT_WORLDS[args.vendor or "intel"])
     sa, sb = System(a, world), System(b, world)
     print(f"{a.name} -> {b.name} ({world.name}); + only in {b.name}, - only in {a.name}, ~ moved, * changed")
@@ -190,11 +202,15 @@ def register(sub: Any) -> None:
         help="step-level difference between two designs",
         description="Per function: inserted, deleted, moved and changed steps; then the inlined load and put "
         "paths side by side, so a step that moved between functions shows where it now runs.",
-        epilog="examples:\n  vpmu diff v5 upstream\n  vpmu diff upstream seed-assert --vendor amd",
+        epilog="examples:\n  vpmu diff v5 upstream\n  vpmu diff upstream seed-assert --vendor amd\n"
+        "  vpmu diff upstream perf-stays-disabled --c > fix.patch",
         formatter_class=RAW,
     )
     p.add_argument("a", help="the first design")
     p.add_argument("b", help="the second design")
+    p.add_argument(
+        "--c", action="store_true", help="print a unified diff of the kernel-like C of the affected functions"
+    )
     p.add_argument("--world", metavar="NAME|FILE", help="build both for this world")
     p.add_argument("--vendor", choices=VENDORS, help="build both for this vendor's default world")
     p.set_defaults(handler=cmd_diff)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from vpmu.cli.common import RAW
@@ -23,6 +24,12 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.context < 0:
         raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
     chosen = load_catalog().select(args.ids)
+    if args.kernel:
+        from vpmu.cli.source import tree_design_name
+
+        name = tree_design_name(args.kernel, register=True)
+        sys.stderr.write(f"vpmu: the scenarios of design upstream run with the tree's design {name}\n")
+        chosen = [replace(sc, design=name) if sc.design == "upstream" else sc for sc in chosen]
     st = Style(use_color(sys.stdout))
     outcomes = []
     for scenario in chosen:
@@ -135,6 +142,9 @@ def register(sub: Any) -> None:
     p.add_argument("ids", nargs="*", metavar="ID", help="scenarios to run (default: all), e.g. S5 H3-late F1")
     p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
     p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
+    p.add_argument(
+        "--kernel", metavar="DIR", help="run the scenarios of design upstream with the design of this kernel tree"
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
     p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
     p.set_defaults(handler=cmd_scenarios)

@@ -414,3 +414,47 @@ PUT_DRAINS_LATCH = UPSTREAM.with_builders(
     source="docs/findings.md F3; x86-pmu-hardware.md F-2.8",
 )
 DESIGNS[PUT_DRAINS_LATCH.name] = PUT_DRAINS_LATCH
+
+
+# --- linux-next: reprogram_fixed_counters() compares against fixed_ctr_ctrl_hw (V9) ------------
+
+
+def _handle_exit_old_fixed_from_hw(env: KernelEnv) -> Step:
+    """handle_exit with linux-next's reprogram_fixed_counters(): intel_pmu_set_msr() still calls it only
+    when the guest's value changes, but the fields it marks for reprogramming are those that differ from
+    ``fixed_ctr_ctrl_hw`` (what KVM put in hardware), not from the guest's old ``fixed_ctr_ctrl``."""
+    base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
+    assert base.do is not None
+    base_do, cpu = base.do, env.cpu
+
+    def do(s: list[int]) -> None:
+        reason, msr, value = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
+        old_guest, old_hw = s[env.fixed_ctr_ctrl], s[env.fixed_ctr_ctrl_hw]
+        marks, req = s[env.reprogram_pmi], s[env.req_pmu]
+        base_do(s)
+        written = reason == V.EXIT_WRMSR and msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL and env.cpu.cfg.intel
+        if written and value != old_guest and s[env.fixed_ctr_ctrl] == value:
+            new = 0
+            for j in range(env.vcpu.num_fixed):
+                if (old_hw ^ value) >> (4 * j) & 0xF:
+                    new |= 1 << (M.FIXED_IDX_BASE + j)
+            s[env.reprogram_pmi] = marks | new
+            s[env.req_pmu] = 1 if new else req
+
+    return replace(
+        base,
+        text=f"{base.text}; reprogram_fixed_counters(): old_fixed_ctr_ctrl = pmu->fixed_ctr_ctrl_hw",
+        do=do,
+        source="V9; linux-next arch/x86/kvm/vmx/pmu_intel.c (intel-lab-lkp/linux 0614c238aa16)",
+    )
+
+
+LINUX_NEXT = UPSTREAM.derive(
+    "linux-next",
+    "upstream with linux-next's reprogram_fixed_counters(): the old FIXED_CTR_CTRL fields come from "
+    "fixed_ctr_ctrl_hw, so a write re-applies the event filter to a denied fixed counter (fixes F2)",
+    [Edit("replace", "vcpu_enter_guest", "handle_exit", step=_handle_exit_old_fixed_from_hw)],
+    source="verified-facts.md V9; linux-next commit 0614c238aa16 (arch/x86/kvm/vmx/pmu_intel.c)",
+    notes="upstream stays Linux v7.0, the release users run; this is the next release's fix, by name.",
+)
+DESIGNS[LINUX_NEXT.name] = LINUX_NEXT

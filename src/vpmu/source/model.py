@@ -103,3 +103,26 @@ def _steps(fn: Function) -> list[tuple[str, Step]]:
 def present_keys(design: Design, cf: CFunction) -> set[str]:
     """The anchor steps of ``cf`` the design has in some build, as the anchored C has them."""
     return {k for seq in key_orders(design, cf) for k in seq} - changed_keys(design, cf)
+
+
+def unanchored_labels(design: Design) -> list[str]:
+    """``function:label`` of every step of the design that stands for no anchored statement and is not
+    listed in :data:`~vpmu.source.anchors.NOT_C` (an inserted step with no C form, say)."""
+    from vpmu.source.anchors import COMPOSITE, NOT_C, by_model
+
+    anchored = by_model()
+    out: list[str] = []
+    for fns in _builds(design):
+        for name, fn in fns.items():
+            if name in COMPOSITE or name not in design.builders:  # guest code has no kernel source
+                continue
+            cfs = anchored.get(name, [])
+            for label in fn.labels():
+                if any(key_of(cf, label) for cf in cfs):
+                    continue
+                if any(fnmatch.fnmatchcase(label, pat) for pat in NOT_C.get(name, {})):
+                    continue
+                item = f"{name}:{label}"
+                if item not in out:
+                    out.append(item)
+    return out
