@@ -5,7 +5,9 @@
    expressed: the run stops (exit 2) naming file:line and the statement.
 2. A known design the tree matches exactly is the answer (``upstream`` first,
    then the built-in designs in ``vpmu show`` order): a tree with the two
-   statements of ``perf_load_guest_lvtpc()`` swapped is ``flag-first``.
+   statements of ``perf_load_guest_lvtpc()`` swapped is ``flag-first``. Only
+   designs whose every kernel step has anchored C take part (not ``v5`` or
+   ``seed-assert``, whose new steps have none: ``vpmu diff upstream v5 --c``).
 3. Otherwise the tree must be a known design with whole steps deleted and
    steps reordered: the design with the fewest such edits is taken and the
    edits (``delete``, ``swap`` by label) are applied; the result is checked
@@ -98,7 +100,12 @@ def derive(kernel: str) -> Derived:
 
     root = open_tree(kernel)
     _unknown_statements(root)
-    candidates = [UPSTREAM, *(d for d in DESIGNS.values() if d is not UPSTREAM)]
+    # Only designs whose every kernel step has anchored C can be recognised in C.
+    candidates = [
+        d
+        for d in (UPSTREAM, *(d for d in DESIGNS.values() if d is not UPSTREAM))
+        if not model.unanchored_labels(d) and not any(model.changed_keys(d, cf) for cf in FUNCTIONS)
+    ]
     best: tuple[int, Design, list[Edit]] | None = None
     for d in candidates:
         results = match_tree(root, d)

@@ -115,6 +115,8 @@ def unexpressed(a: Design, b: Design) -> list[str]:
     for cf in FUNCTIONS:
         for k in sorted(model.changed_keys(b, cf) - model.changed_keys(a, cf)):
             out.append(f"{cf.model}:{k}: replaced in {b.name}; no C form of it is anchored")
+    outside = model.outside_changes(a, b)
+    out += [f"{x}: changed in {b.name}; its code is outside the anchored functions" for x in outside]
     return list(dict.fromkeys(out))
 
 

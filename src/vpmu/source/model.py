@@ -88,10 +88,10 @@ def changed_keys(design: Design, cf: CFunction) -> set[str]:
     for ups, fns in zip(_builds(_upstream()), _builds(design), strict=True):
         if cf.model not in fns or cf.model not in ups:
             continue
-        up = {label: st.text for label, st in _steps(ups[cf.model])}
+        up = {label: st.listing() for label, st in _steps(ups[cf.model])}
         for label, st in _steps(fns[cf.model]):
             k = key_of(cf, label)
-            if k is not None and label in up and up[label] != st.text and not mentioned(design.name, cf.model, k):
+            if k is not None and label in up and up[label] != st.listing() and not mentioned(design.name, cf.model, k):
                 out.add(k)
     return out
 
@@ -125,4 +125,22 @@ def unanchored_labels(design: Design) -> list[str]:
                 item = f"{name}:{label}"
                 if item not in out:
                     out.append(item)
+    return out
+
+
+def outside_changes(a: Design, b: Design) -> list[str]:
+    """``function:label`` of steps listed in NOT_C (their code is not in an anchored function) that ``b``
+    adds, deletes or changes relative to ``a``: ``vpmu diff --c`` cannot show them."""
+    from vpmu.source.anchors import NOT_C
+
+    out: list[str] = []
+    for fa, fb in zip(_builds(a), _builds(b), strict=True):
+        for name, pats in NOT_C.items():
+            sa = {x.label: x.listing() for x in fa[name].steps} if name in fa else {}
+            sb = {x.label: x.listing() for x in fb[name].steps} if name in fb else {}
+            for label in sorted(set(sa) | set(sb)):
+                if any(fnmatch.fnmatchcase(label, p) for p in pats) and sa.get(label) != sb.get(label):
+                    item = f"{name}:{label}"
+                    if item not in out:
+                        out.append(item)
     return out
