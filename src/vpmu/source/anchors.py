@@ -82,6 +82,7 @@ LOCKDEP = "lockdep check: IRQs are off by construction in the model (vcpu_enter_
 NO_TASK_CTX = "no task context: host events are CPU events in the model (docs/fidelity.md)"
 MEDIATED_ON = "the model's vCPU always has a mediated PMU and an in-kernel LAPIC"
 MEDIATED_CHECK = "if (!kvm_vcpu_has_mediated_pmu(vcpu) || KVM_BUG_ON(!lapic_in_kernel(vcpu), vcpu->kvm)) return;"
+NO_INACTIVE_WARN = "the inactive-counter WARN is not modelled (docs/fidelity.md §7)"
 UNROLLED = "loop over counters: the model unrolls it per counter of the configured vCPU"
 
 EVENTS_CORE = "kernel/events/core.c"
@@ -257,10 +258,11 @@ FUNCTIONS: tuple[CFunction, ...] = (
             S("if (!x86_perf_event_set_period(event)) continue;", "handle_pmi_common", 1),
             O("perf_sample_save_brstack(&data, event, &cpuc->lbr_stack, NULL);", "LBR is not modelled", 1),
             O("perf_event_overflow(event, &data, regs);", "the sample is not modelled; obs counts the PMI", 1),
-            O("if (status > 0)", "status bits of inactive counters: a WARN the model cannot reach"),
-            O("prev_bits = atomic64_fetch_or(status, &status_warned);", "a WARN the model cannot reach", 1),
-            O("new_bits = status & ~prev_bits;", "a WARN the model cannot reach", 1),
-            O("WARN(new_bits, ...);", "a WARN the model cannot reach", 1),
+            O("if (status > 0)", NO_INACTIVE_WARN),
+            O("prev_bits = atomic64_fetch_or(status, &status_warned);", NO_INACTIVE_WARN, 1),
+            O("new_bits = status & ~prev_bits;", NO_INACTIVE_WARN, 1),
+            O("WARN(new_bits, ...);", NO_INACTIVE_WARN, 1),
+            # acks ~(bits left unhandled); the model acks the bits it read (docs/fidelity.md §7)
             S("amd_pmu_ack_global_status(~status);", "ack_status"),
             O("inc_irq_stat(apic_perf_irqs);", "interrupt statistics"),
             S("done:", "done"),

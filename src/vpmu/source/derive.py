@@ -51,7 +51,7 @@ def _unknown_statements(root: Path) -> None:
             raise VpmuError(
                 f"{cf.path}:{h.stmt.line}: {cf.name}(): statement `{h.stmt.text}` stands for no step of any "
                 f"known design and is not on the list of statements the model leaves out; vpmu cannot express it. "
-                f"Model it as a step in a design file (docs/design-files.md: insert_after {cf.model}:<label>) "
+                f"Model it as a new step of {cf.model} in a Python design file (docs/design-files.md) "
                 f"and check that with --design-file"
             )
 
