@@ -47,10 +47,11 @@ class Stmt:
     only: tuple[str, ...] = ()  # designs that have this form (empty: every design)
     unless: tuple[str, ...] = ()  # designs that do not have it
 
-    def applies(self, design: str) -> bool:
-        if self.only and design not in self.only:
+    def applies(self, lineage: tuple[str, ...]) -> bool:
+        """Is this form the one a design has? ``lineage``: the design's name and its bases' names."""
+        if self.only and not set(lineage) & set(self.only):
             return False
-        return design not in self.unless
+        return not set(lineage) & set(self.unless)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def _kept(cf: CFunction, design: Design) -> list[tuple[int, Stmt]]:
         if not st.step:
             if cf.kind == COMPLETE:
                 out.append((k, st))
-        elif st.applies(design.name) and st.step in present:
+        elif st.applies(model.lineage(design)) and st.step in present:
             out.append((k, st))
         elif st.step in changed and not any(s.step == st.step for _, s in out):
             # The design replaced this step and no C form of it is known: say so where it runs.

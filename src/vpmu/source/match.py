@@ -118,7 +118,7 @@ def classify(cf: CFunction, stmts: tuple[CStatement, ...], design: Design | None
         st = cf.body[k]
         if not st.step:
             kind = "omitted"
-        elif design is None or (st.applies(design.name) and present is not None and st.step in present):
+        elif design is None or (st.applies(model.lineage(design)) and present is not None and st.step in present):
             kind = "anchor"
         else:
             kind = "foreign"
@@ -156,7 +156,7 @@ def _partial(cf: CFunction, d: CFunctionDef, design: Design, r: FunctionResult) 
     orders = model.key_orders(design, cf)
     rank = {k: i for i, k in enumerate(orders[0] if orders else [])}
     expected = [
-        (k, st) for k, st in enumerate(cf.body) if st.step and st.applies(design.name) and st.step in present
+        (k, st) for k, st in enumerate(cf.body) if st.step and st.applies(model.lineage(design)) and st.step in present
     ]
     expected.sort(key=lambda e: (rank.get(e[1].step, len(rank)), e[0]))
     stmts = d.statements
@@ -184,7 +184,7 @@ def match_definition(cf: CFunction, d: CFunctionDef, design: Design) -> Function
     bad = reordered(cf, design, pos)
     line_of = {h.index: h.stmt.line for h in hits if h.kind == "anchor"}
     for k, st in enumerate(cf.body):
-        if not st.step or not st.applies(design.name) or st.step not in present:
+        if not st.step or not st.applies(model.lineage(design)) or st.step not in present:
             continue
         if k not in line_of:
             r.anchors.append(AnchorResult(st.step, st.c, "missing"))

@@ -67,12 +67,25 @@ def _upstream() -> Design:
     return UPSTREAM
 
 
-def mentioned(design: str, model_fn: str, key: str) -> bool:
-    """Does the anchors table know a C form of ``key`` specific to ``design`` (only/unless)?"""
+def lineage(design: Design) -> tuple[str, ...]:
+    """The design's name and its bases' names (a design derived from ``linux-next`` has its C forms)."""
+    from vpmu.designs import DESIGNS
+
+    names = [design.name]
+    base = design.base
+    while base and base not in names:
+        names.append(base)
+        base = DESIGNS[base].base if base in DESIGNS else ""
+    return tuple(names)
+
+
+def mentioned(design: Design, model_fn: str, key: str) -> bool:
+    """Does the anchors table know a C form of ``key`` specific to ``design`` or a base (only/unless)?"""
     from vpmu.source.anchors import FUNCTIONS
 
+    names = set(lineage(design))
     return any(
-        st.step == key and (design in st.only or design in st.unless)
+        st.step == key and names & set(st.only + st.unless)
         for cf in FUNCTIONS
         if cf.model == model_fn
         for st in cf.body
@@ -91,7 +104,7 @@ def changed_keys(design: Design, cf: CFunction) -> set[str]:
         up = {label: st.listing() for label, st in _steps(ups[cf.model])}
         for label, st in _steps(fns[cf.model]):
             k = key_of(cf, label)
-            if k is not None and label in up and up[label] != st.listing() and not mentioned(design.name, cf.model, k):
+            if k is not None and label in up and up[label] != st.listing() and not mentioned(design, cf.model, k):
                 out.add(k)
     return out
 
