@@ -300,6 +300,8 @@ def test_designs_without_anchored_c_are_said(capsys: pytest.CaptureFixture[str])
     assert main(["diff", "upstream", "v5", "--c"]) == 0
     out = capsys.readouterr().out
     assert "not in the C below: perf_load_guest_context:arch_load_lvtpc" in out
+    assert main(["diff", "upstream", "v5", "--c", "--vendor", "amd"]) == 2  # no option is silently ignored
+    assert "drop --world/--vendor" in capsys.readouterr().err
 
 
 def test_complete_functions_list_every_statement_on_the_real_layout() -> None:

@@ -121,6 +121,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.c:
         from vpmu.source.gen import diff_c, unexpressed
 
+        if args.world or args.vendor:
+            raise VpmuError("--c prints the C of both vendors' functions; drop --world/--vendor")
+
         text = diff_c(a, b)
         notes = unexpressed(a, b)
         print(f"vpmu diff {a.name} {b.name} --c: kernel-like C from the anchors (upstream = Linux v7.0)")
