@@ -266,6 +266,23 @@ def test_diff_c_applies_and_gives_back_the_design(
     assert derive(str(root)).design.name == "perf-stays-disabled"
 
 
+@pytest.mark.parametrize("name", ["perf-stays-disabled", "linux-next", "put-drains-latch", "no-lvtpc-switch"])
+def test_diff_c_against_a_tree_is_a_patch_to_it(
+    name: str, upstream_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = copy(upstream_tree, tmp_path)
+    # the tree's own layout (a comment, a statement over two lines) survives the patch
+    new = "\n\t/* a comment */\n\tperf_load_guest_context(\n\t);\n"
+    edit(root, "arch/x86/kvm/pmu.c", "\tperf_load_guest_context();\n", new)
+    assert main(["diff", "upstream", name, "--c", "--kernel", str(root)]) == 0
+    apply_patch(root, capsys.readouterr().out, tmp_path)
+    assert derive(str(root)).design.name == name
+    # the tree is now `name`, not upstream: a second patch from upstream is refused
+    assert main(["diff", "upstream", name, "--c", "--kernel", str(root)]) == 2
+    assert "is not design 'upstream'" in capsys.readouterr().err
+    assert main(["diff", "upstream", name, "--kernel", str(root)]) == 2
+
+
 def test_check_kernel_names_the_derived_design(
     upstream_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -118,15 +118,25 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from vpmu.report.diff import diff_function, diff_path, path_texts
 
     a, b = get_design(args.a), get_design(args.b)
+    if args.kernel and not args.c:
+        raise VpmuError("--kernel goes with --c (a patch against that tree); add --c")
     if args.c:
         from vpmu.source.gen import diff_c, unexpressed
 
         if args.world or args.vendor:
             raise VpmuError("--c prints the C of both vendors' functions; drop --world/--vendor")
-
-        text = diff_c(a, b)
         notes = unexpressed(a, b)
-        print(f"vpmu diff {a.name} {b.name} --c: kernel-like C from the anchors (upstream = Linux v7.0)")
+        if args.kernel:
+            from vpmu.source.gen import diff_c_tree
+            from vpmu.source.tree import kernel_version, open_tree
+
+            root = open_tree(args.kernel)
+            text = diff_c_tree(root, a, b)
+            print(f"vpmu diff {a.name} {b.name} --c --kernel {args.kernel}: a patch to that tree "
+                  f"(Linux {kernel_version(root)}, which is design {a.name})")
+        else:
+            text = diff_c(a, b)
+            print(f"vpmu diff {a.name} {b.name} --c: kernel-like C from the anchors (upstream = Linux v7.0)")
         for n in notes:
             print(f"  not in the C below: {n}")
         print()
@@ -206,13 +216,17 @@ def register(sub: Any) -> None:
         description="Per function: inserted, deleted, moved and changed steps; then the inlined load and put "
         "paths side by side, so a step that moved between functions shows where it now runs.",
         epilog="examples:\n  vpmu diff v5 upstream\n  vpmu diff upstream seed-assert --vendor amd\n"
-        "  vpmu diff upstream perf-stays-disabled --c > fix.patch",
+        "  vpmu diff upstream perf-stays-disabled --c > fix.patch\n"
+        "  vpmu diff upstream linux-next --c --kernel ~/linux | patch -p1 -d ~/linux",
         formatter_class=RAW,
     )
     p.add_argument("a", help="the first design")
     p.add_argument("b", help="the second design")
     p.add_argument(
         "--c", action="store_true", help="print a unified diff of the kernel-like C of the affected functions"
+    )
+    p.add_argument(
+        "--kernel", metavar="DIR", help="with --c: a patch against this kernel tree (it must be design A)"
     )
     p.add_argument("--world", metavar="NAME|FILE", help="build both for this world")
     p.add_argument("--vendor", choices=VENDORS, help="build both for this vendor's default world")

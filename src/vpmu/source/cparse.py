@@ -60,6 +60,7 @@ class CStatement:
     text: str  # one line, as a reader sees it
     line: int  # 1-based line in the file
     depth: int  # 0 for the function's own block
+    end: int = 0  # the last line (a header's: the line its body starts on)
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,14 @@ class _Flattener:
         self.src = src
         self.out: list[CStatement] = []
 
-    def emit(self, node: Any, depth: int, end: int | None = None) -> None:
-        text = self.src[node.start_byte : end if end is not None else node.end_byte].decode("utf-8", "replace")
+    def emit(self, node: Any, depth: int, until: Any = None) -> None:
+        """One statement: ``node``, or its header up to where ``until`` (its body) starts."""
+        end = until.start_byte if until is not None else node.end_byte
+        text = self.src[node.start_byte : end].decode("utf-8", "replace")
         toks = tokens(text)
         if toks:
-            self.out.append(CStatement(toks, display(text), node.start_point[0] + 1, depth))
+            last = (until.start_point if until is not None else node.end_point)[0] + 1
+            self.out.append(CStatement(toks, display(text), node.start_point[0] + 1, depth, last))
 
     def block(self, node: Any, depth: int) -> None:
         for child in node.children:
@@ -149,22 +153,23 @@ class _Flattener:
             if body is None or (body.type != "compound_statement" and alt is None and body.type not in _LOOPS):
                 self.emit(node, depth)
             else:
-                self.emit(node, depth, end=body.start_byte)
+                self.emit(node, depth, until=body)
                 self.body(body, depth + 1)
                 if alt is not None:
                     inner = alt.named_children[-1] if alt.named_children else None
-                    self.emit(alt, depth, end=inner.start_byte if inner is not None else None)
+                    self.emit(alt, depth, until=inner)
                     if inner is not None:
                         self.body(inner, depth + 1)
         elif t == "labeled_statement":
             label = node.child_by_field_name("label")
             if label is not None:
-                self.emit(node, depth, end=label.end_byte + 1)
+                self.out.append(CStatement(tokens(f"{_text_cache(label)}:"), f"{_text_cache(label)}:",
+                                           node.start_point[0] + 1, depth, node.start_point[0] + 1))
             for child in node.named_children[1:]:
                 self.stmt(child, depth)
         elif t == "do_statement":
             body = node.child_by_field_name("body")
-            self.emit(node, depth, end=body.start_byte if body is not None else None)
+            self.emit(node, depth, until=body)
             if body is not None:
                 self.body(body, depth + 1)
         else:

@@ -133,3 +133,95 @@ def diff_c(a: Design, b: Design) -> str:
         new = file_c(path, b, changed).splitlines(keepends=True)
         out.extend(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}", n=3))
     return "".join(out)
+
+
+def _tree_function_edits(root: Path, cf: CFunction, a: Design, b: Design) -> list[tuple[int, int, list[str]]]:
+    """Line replacements (first, last, new lines; 1-based, inclusive) that turn the tree's ``cf``,
+    which must be design ``a``, into design ``b``: anchored statements stay in their slots, filled in
+    ``b``'s order; a deleted statement's slot is emptied; a new one goes where its step's old form
+    was, else after the statement before it."""
+    from vpmu.errors import VpmuError
+    from vpmu.source.match import match_function
+
+    r = match_function(root, cf, a)
+    if not r.ok:
+        raise VpmuError(
+            f"{cf.path}: {cf.name}() in the tree is not design {a.name!r} "
+            f"(vpmu source check --kernel {root} --design {a.name} says how); diff --c --kernel needs it to be"
+        )
+    lines = (root / cf.path).read_text().splitlines()
+    target = [(k, st) for k, st in _kept_indexed(cf, b) if st.step]
+    new_ks = {k for k, _ in target}
+    slots = sorted(r.where.items(), key=lambda kv: kv[1].line)  # (table index, tree statement), tree order
+
+    def text_of(k: int, st: Stmt) -> list[str]:
+        if k in r.where:
+            ts = r.where[k]
+            return lines[ts.line - 1 : ts.end]
+        return ["\t" * (st.depth + 1) + st.c]
+
+    kept_tree = [k for k, _ in slots if k in new_ks]
+    existing_order = [k for k, _ in target if k in r.where]
+    fill: dict[int, list[str]] = {k: [] for k, _ in slots}  # slot (by its table index) -> new content
+    for slot_k, k in zip(kept_tree, existing_order, strict=True):
+        fill[slot_k] = text_of(k, cf.body[k])
+    deleted = [k for k, _ in slots if k not in new_ks]
+    prev: int | None = None
+    pending: list[str] = []
+    slot_of = dict(zip(existing_order, kept_tree, strict=True))
+    for k, st in target:
+        if k in r.where:
+            prev = k
+            if pending:
+                fill[slot_of[k]] = pending + fill[slot_of[k]]
+                pending = []
+            continue
+        same = next((d for d in deleted if cf.body[d].step == st.step and abs(d - k) == 1 and not fill[d]), None)
+        if same is not None:
+            fill[same] = text_of(k, st)
+        elif prev is not None:
+            fill[slot_of[prev]] = fill[slot_of[prev]] + text_of(k, st)
+        else:
+            pending += text_of(k, st)
+    if pending:
+        raise VpmuError(f"{cf.path}: {cf.name}(): design {b.name!r} keeps no anchored statement to place new C by")
+    out = []
+    for k, ts in slots:
+        if fill[k] == lines[ts.line - 1 : ts.end]:
+            continue
+        if ts.text.rstrip()[-1:] not in (";", ":"):
+            raise VpmuError(
+                f"{cf.path}:{ts.line}: {cf.name}(): moving or deleting the block header `{ts.text}` is beyond "
+                "diff --c --kernel; vpmu diff --c (without --kernel) shows the change"
+            )
+        last = ts.end
+        blank_around = ts.line >= 2 and last < len(lines) and not lines[ts.line - 2].strip()
+        if not fill[k] and blank_around and not lines[last].strip():
+            last += 1  # no double blank line where the statement was
+        out.append((ts.line, last, fill[k]))
+    return out
+
+
+def _kept_indexed(cf: CFunction, design: Design) -> list[tuple[int, Stmt]]:
+    order = _order(cf, design, _kept(cf, design))
+    index = {id(st): k for k, st in enumerate(cf.body)}
+    return [(index.get(id(st), -1), st) for st in order]
+
+
+def diff_c_tree(root: Path, a: Design, b: Design) -> str:
+    """A unified diff against the kernel tree at ``root`` (which must be design ``a``) that makes it ``b``."""
+    out: list[str] = []
+    for path in dict.fromkeys(cf.path for cf in FUNCTIONS):
+        edits: list[tuple[int, int, list[str]]] = []
+        for cf in FUNCTIONS:
+            if cf.path == path and function_c(cf, a) != function_c(cf, b):
+                edits += _tree_function_edits(root, cf, a, b)
+        if not edits:
+            continue
+        old = (root / path).read_text().splitlines(keepends=True)
+        new = [line.rstrip("\n") for line in old]
+        for first, last, repl in sorted(edits, reverse=True):
+            new[first - 1 : last] = repl
+        new_text = [line + "\n" for line in new]
+        out.extend(difflib.unified_diff(old, new_text, f"a/{path}", f"b/{path}", n=3))
+    return "".join(out)

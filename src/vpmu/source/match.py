@@ -83,6 +83,7 @@ class FunctionResult:
     unanchored: list[Hit] = field(default_factory=list)
     omitted: list[Hit] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
+    where: dict[int, CStatement] = field(default_factory=dict)  # table index -> the tree statement it matched
 
     @property
     def ok(self) -> bool:
@@ -161,9 +162,10 @@ def _partial(cf: CFunction, d: CFunctionDef, design: Design, r: FunctionResult) 
     expected.sort(key=lambda e: (rank.get(e[1].step, len(rank)), e[0]))
     stmts = d.statements
     at = 0
-    for _, st in expected:
+    for k, st in expected:
         idx = next((i for i in range(at, len(stmts)) if stmt_matches(st, stmts[i].tokens)), -1)
         if idx >= 0:
+            r.where[k] = stmts[idx]
             r.anchors.append(AnchorResult(st.step, st.c, "matched", stmts[idx].line))
             at = idx + 1
             continue
@@ -183,6 +185,7 @@ def match_definition(cf: CFunction, d: CFunctionDef, design: Design) -> Function
     pos = positions(cf, hits)
     bad = reordered(cf, design, pos)
     line_of = {h.index: h.stmt.line for h in hits if h.kind == "anchor"}
+    r.where = {h.index: h.stmt for h in hits if h.kind == "anchor"}
     for k, st in enumerate(cf.body):
         if not st.step or not st.applies(model.lineage(design)) or st.step not in present:
             continue
