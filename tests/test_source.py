@@ -87,6 +87,30 @@ def test_macro_forms_parse() -> None:
     ]
 
 
+def test_macros_around_anchored_functions_do_not_trip_the_check(upstream_tree: Path, tmp_path: Path) -> None:
+    root = copy(upstream_tree, tmp_path)
+    f = root / "arch/x86/events/core.c"
+    text = f.read_text()
+    text = text.replace(
+        "void perf_load_guest_lvtpc(", "#ifdef CONFIG_PERF_GUEST_MEDIATED_PMU\nnoinstr void perf_load_guest_lvtpc("
+    )
+    text = text.replace("void perf_put_guest_lvtpc(void)", "static __always_inline void perf_put_guest_lvtpc(void)")
+    f.write_text(
+        "DEFINE_PER_CPU(bool, guest_lvtpc_loaded);\n"
+        + text.replace(
+            "static int perf_event_nmi_handler",
+            'EXPORT_SYMBOL_FOR_MODULES(perf_put_guest_lvtpc, "kvm");\n#endif\nstatic int perf_event_nmi_handler',
+        )
+    )
+    edit(
+        root,
+        "arch/x86/kvm/x86.c",
+        "\tlocal_irq_disable();\n",
+        "\tguard(srcu)(&vcpu->kvm->srcu);\n\tscoped_guard (irqsave) {\n\t\tdemo();\n\t}\n\tlocal_irq_disable();\n",
+    )
+    assert all(r.ok for r in match_tree(root, UPSTREAM))
+
+
 def test_function_defined_twice_under_ifdef_else() -> None:
     defs = parse_file(DATA / "macros.c").functions["demo_twice"]
     assert [d.condition for d in defs] == ["#ifdef CONFIG_DEMO_FEATURE", "#else of CONFIG_DEMO_FEATURE"]
