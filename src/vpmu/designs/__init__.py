@@ -29,9 +29,9 @@ ENTRIES = {
 
 UPSTREAM = Design(
     name="upstream",
-    summary="The merged mediated vPMU (v6 as applied for the release after 6.19)",
+    summary="The merged mediated vPMU as released in Linux v7.0 (v6 as applied; anchors: vpmu source check)",
     builders={**perf.BUILDERS, **kvm.BUILDERS},
-    source="kernel-mediated-pmu.md §1.2, §1.3, §2.3, §2.4; App. B.1-B.4",
+    source="kernel-mediated-pmu.md §1.2, §1.3, §2.3, §2.4; App. B.1-B.4; Linux v7.0 (src/vpmu/source/anchors.py)",
     entries=ENTRIES,
 )
 
