@@ -1,0 +1,170 @@
+"""The legacy perf-based vPMU (design ``legacy``): what it checks, and that each applicable
+property fails on a legacy ablation and holds on ``legacy`` on the same world.
+
+Worlds are small: two 5-bit GP counters (Intel: no fixed counter, mid ack), the guest on
+counter 0 as in the default worlds, and a host exclude_guest cycles event on counter 1
+(its own counter) or on counter 0 (competing with the guest's event).
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from vpmu.check import properties as P
+from vpmu.check.explore import Result, check
+from vpmu.check.system import System
+from vpmu.check.world import WorldSpec, parse_world
+from vpmu.designs import DESIGNS, LEGACY, get_design
+from vpmu.guest.isa import GuestIsa
+from vpmu.kernel import perf_events
+
+CAP = 400_000
+
+PROGRAM = [
+    "wrmsr PMC0 -3",
+    "wrmsr EVTSEL0 INSTRUCTIONS|USR|OS|INT|EN",
+    "wrmsr GLOBAL_CTRL GP0",
+    "loop 3",
+    "rdpmc 0",
+    "rdmsr GLOBAL_STATUS",
+    "hlt",
+]
+#: Count, stop, then read (the kvm-unit-tests shape): the stop pauses the perf event.
+STOP_THEN_READ = [
+    "wrmsr EVTSEL0 INSTRUCTIONS|USR|OS|EN",
+    "wrmsr GLOBAL_CTRL GP0",
+    "loop 3",
+    "wrmsr GLOBAL_CTRL 0",
+    "rdpmc 0",
+    "hlt",
+]
+
+
+def world(
+    vendor: str,
+    *,
+    counter: int = 1,
+    pinned: bool = True,
+    exits: int = 1,
+    nmis: int = 0,
+    deny: str = "",
+    program: list[str] | None = None,
+) -> WorldSpec:
+    machine = (
+        'vendor = "intel"\nnum_fixed = 0\nhost_ack = "mid"'
+        if vendor == "intel"
+        else 'vendor = "amd"\npmu_version = "perfmonv2"'
+    )
+    lines = ", ".join(f'"{line}"' for line in (program or PROGRAM))
+    text = f"""
+name = "{vendor}-legacy"
+
+[machine]
+{machine}
+num_gp = 2
+gp_width = 5
+{f"[vcpu]{chr(10)}deny_events = [{deny}]" if deny else ""}
+
+[[host_event]]
+name = "cycles"
+event = "cycles"
+exclude_guest = true
+counter = {counter}
+pinned = {"true" if pinned else "false"}
+
+[guest]
+program = [{lines}]
+rearm = ["PMC0 -8"]
+
+[bounds]
+exits = {exits}
+exit_reasons = {'["timer", "interrupt"]' if vendor == "intel" else '["interrupt"]'}
+nmis = {nmis}
+"""
+    return parse_world(tomllib.loads(text), f"<test {vendor}>")
+
+
+def run(design: str, w: WorldSpec, properties: tuple[str, ...] | None = None) -> Result:
+    return check(System(get_design(design), w, properties), max_states=CAP)
+
+
+def holds(design: str, w: WorldSpec, properties: tuple[str, ...] | None = None) -> Result:
+    r = run(design, w, properties)
+    assert r.verdict == "holds", f"{r.verdict}: {r.prop}: {r.message or r.reason}"
+    return r
+
+
+def violated(design: str, w: WorldSpec, prop: str, properties: tuple[str, ...] | None = None) -> Result:
+    r = run(design, w, properties)
+    assert (r.verdict, r.prop) == ("violated", prop), f"{r.verdict}: {r.prop}: {r.message or r.reason}"
+    return r
+
+
+VENDORS = ("intel", "amd")
+
+
+def test_mediated_only_properties_are_left_out() -> None:
+    assert set(P.MEDIATED_ONLY) <= set(P.BY_NAME)
+    for vendor in VENDORS:
+        mediated = set(System(get_design("upstream"), world(vendor)).props)
+        assert set(P.MEDIATED_ONLY) <= mediated
+        assert set(System(LEGACY, world(vendor)).props) == mediated - set(P.MEDIATED_ONLY)
+
+
+def test_every_pmu_access_is_intercepted() -> None:
+    for vendor in VENDORS:
+        isa = GuestIsa(System(LEGACY, world(vendor)).env)
+        assert isa.passthrough == frozenset() and isa.rdpmc_exits
+        assert GuestIsa(System(get_design("upstream"), world(vendor)).env).passthrough
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_legacy_holds_when_the_guest_has_its_counter(vendor: str) -> None:
+    perf_events.MECHANISMS.clear()
+    holds("legacy", world(vendor, nmis=1))
+    assert not perf_events.MECHANISMS["refused"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_host_pinned_event_refuses_the_guests_event(vendor: str) -> None:
+    """CPU-pinned before task-pinned: the guest's event goes to ERROR and its counts are lost."""
+    perf_events.MECHANISMS.clear()
+    r = violated("legacy", world(vendor, counter=0), "guest-transparency")
+    assert "rdpmc" in r.message
+    assert perf_events.MECHANISMS["refused"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_host_flexible_event_is_multiplexed_out(vendor: str) -> None:
+    """Task-pinned before CPU-flexible: the guest's event wins, the host event waits (host
+    isolation still holds: an inactive event is owed nothing)."""
+    perf_events.MECHANISMS.clear()
+    holds("legacy", world(vendor, counter=0, pinned=False))
+    assert perf_events.MECHANISMS["multiplexed"]
+
+
+@pytest.mark.parametrize(
+    ("design", "vendor", "prop", "only", "w"),
+    [
+        ("legacy-counts-host", "intel", "no-guest-counting-in-host", None, {}),
+        ("legacy-counts-host", "amd", "no-guest-counting-in-host", None, {}),
+        ("legacy-counts-host", "amd", "amd-guest-only", ("amd-guest-only",), {}),
+        ("legacy-no-fold", "intel", "guest-transparency", None, {"program": STOP_THEN_READ}),
+        ("legacy-no-fold", "amd", "guest-transparency", None, {"program": STOP_THEN_READ}),
+        ("legacy-no-overflow", "intel", "guest-pmi-accounting", ("guest-pmi-accounting",), {}),
+        ("legacy-no-overflow", "amd", "guest-pmi-accounting", ("guest-pmi-accounting",), {}),
+        ("legacy-no-refuse", "intel", "host-isolation", ("host-isolation", "host-pmi-accounting"), {"counter": 0}),
+        ("legacy-no-refuse", "amd", "host-isolation", ("host-isolation", "host-pmi-accounting"), {"counter": 0}),
+        ("legacy-no-filter", "intel", "event-filter", ("event-filter",), {"deny": "0xc0"}),
+        ("legacy-no-filter", "amd", "event-filter", ("event-filter",), {"deny": "0xc0"}),
+    ],
+)
+def test_each_applicable_property_fails_on_a_legacy_ablation(
+    design: str, vendor: str, prop: str, only: tuple[str, ...] | None, w: dict[str, object]
+) -> None:
+    wd = world(vendor, **w)  # type: ignore[arg-type]
+    assert DESIGNS[design].vpmu == "legacy"
+    violated(design, wd, prop, only)
+    holds("legacy", wd, only or (prop,))
