@@ -1,9 +1,9 @@
 """The legacy perf-based vPMU (design ``legacy``): what it checks, and that each applicable
 property fails on a legacy ablation and holds on ``legacy`` on the same world.
 
-Worlds are small: two 5-bit GP counters (Intel: no fixed counter, mid ack), the guest on
-counter 0 as in the default worlds, and a host exclude_guest cycles event on counter 1
-(its own counter) or on counter 0 (competing with the guest's event).
+Worlds are small: 5-bit GP counters (Intel: no fixed counter, mid ack), the guest on its
+counter 0 as in the default worlds, and a host exclude_guest cycles event on host counter 1;
+with one counter (``num_gp=1``, host event on counter 0) the guest's event competes with it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def world(
     vendor: str,
     *,
     counter: int = 1,
+    num_gp: int = 2,
     pinned: bool = True,
     exits: int = 1,
     nmis: int = 0,
@@ -63,7 +64,7 @@ name = "{vendor}-legacy"
 
 [machine]
 {machine}
-num_gp = 2
+num_gp = {num_gp}
 gp_width = 5
 {f"[vcpu]{chr(10)}deny_events = [{deny}]" if deny else ""}
 
@@ -103,6 +104,7 @@ def violated(design: str, w: WorldSpec, prop: str, properties: tuple[str, ...] |
 
 
 VENDORS = ("intel", "amd")
+SHARED = {"counter": 0, "num_gp": 1}  # the host pinned event holds the only counter
 
 
 def test_mediated_only_properties_are_left_out() -> None:
@@ -121,9 +123,10 @@ def test_every_pmu_access_is_intercepted() -> None:
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_legacy_holds_when_the_guest_has_its_counter(vendor: str) -> None:
+def test_legacy_holds_when_a_counter_is_free(vendor: str) -> None:
+    """The host event holds counter 0 too: perf puts the guest's event on counter 1."""
     perf_events.MECHANISMS.clear()
-    holds("legacy", world(vendor, nmis=1))
+    holds("legacy", world(vendor, nmis=1, counter=0))
     assert not perf_events.MECHANISMS["refused"]
 
 
@@ -131,7 +134,7 @@ def test_legacy_holds_when_the_guest_has_its_counter(vendor: str) -> None:
 def test_a_host_pinned_event_refuses_the_guests_event(vendor: str) -> None:
     """CPU-pinned before task-pinned: the guest's event goes to ERROR and its counts are lost."""
     perf_events.MECHANISMS.clear()
-    r = violated("legacy", world(vendor, counter=0), "guest-transparency")
+    r = violated("legacy", world(vendor, counter=0, num_gp=1), "guest-transparency")
     assert "rdpmc" in r.message
     assert perf_events.MECHANISMS["refused"]
 
@@ -141,7 +144,7 @@ def test_a_host_flexible_event_is_multiplexed_out(vendor: str) -> None:
     """Task-pinned before CPU-flexible: the guest's event wins, the host event waits (host
     isolation still holds: an inactive event is owed nothing)."""
     perf_events.MECHANISMS.clear()
-    holds("legacy", world(vendor, counter=0, pinned=False))
+    holds("legacy", world(vendor, counter=0, num_gp=1, pinned=False))
     assert perf_events.MECHANISMS["multiplexed"]
 
 
@@ -155,8 +158,8 @@ def test_a_host_flexible_event_is_multiplexed_out(vendor: str) -> None:
         ("legacy-no-fold", "amd", "guest-transparency", None, {"program": STOP_THEN_READ}),
         ("legacy-no-overflow", "intel", "guest-pmi-accounting", ("guest-pmi-accounting",), {}),
         ("legacy-no-overflow", "amd", "guest-pmi-accounting", ("guest-pmi-accounting",), {}),
-        ("legacy-no-refuse", "intel", "host-isolation", ("host-isolation", "host-pmi-accounting"), {"counter": 0}),
-        ("legacy-no-refuse", "amd", "host-isolation", ("host-isolation", "host-pmi-accounting"), {"counter": 0}),
+        ("legacy-no-refuse", "intel", "host-isolation", ("host-isolation", "host-pmi-accounting"), SHARED),
+        ("legacy-no-refuse", "amd", "host-isolation", ("host-isolation", "host-pmi-accounting"), SHARED),
         ("legacy-no-filter", "intel", "event-filter", ("event-filter",), {"deny": "0xc0"}),
         ("legacy-no-filter", "amd", "event-filter", ("event-filter",), {"deny": "0xc0"}),
     ],

@@ -192,6 +192,7 @@ class KernelEnv:
         self.lpmc_emulated = L.array("lpmc.emulated_counter", n, "kvm")
         self.lpmc_intr = L.array("lpmc.intr", n, "kvm", fmt="bool")
         self.lpmc_attr = L.array("lpmc.perf_event.attr", n, "kvm")  # bit 0: exclude_host
+        self.lpmc_hw = L.array("lpmc.perf_event.hw_idx", n, "kvm", fmt="int")  # the host GP counter perf chose
         self.handle_event_bitmap = L.field("kvm.handle_event.bitmap", "kvm")  # kvm_pmu_handle_event's local copy
         self.cpuc_guest_mask = L.field("perf.cpuc_guest_mask", "host")
         if self.cpu.cfg.intel:
@@ -214,9 +215,12 @@ class KernelEnv:
         return self.perf_based and any(s[self.lpmc_state + k] for k in range(self.vcpu.num_gp + self.vcpu.num_fixed))
 
     def guest_counters(self, s: list[int]) -> int:
-        """GLOBAL_CTRL-style bits of the counters that KVM's exclude_host perf events hold
-        (legacy vPMU; 0 otherwise). Host perf cannot schedule a host event there."""
-        return s[self.cpuc_guest_mask] if self.perf_based else 0
+        """Bits of the host GP counters that KVM's perf events hold (legacy vPMU; 0 otherwise).
+        Host perf cannot schedule a host event there."""
+        if not self.perf_based:
+            return 0
+        ACTIVE = 1  # perf_events.ACTIVE
+        return sum(1 << s[self.lpmc_hw + k] for k in range(self.vcpu.num_gp) if s[self.lpmc_state + k] == ACTIVE)
 
     def preempt_guest(self, s: list[int], counter: int) -> None:
         """A CPU-pinned host event takes GP ``counter`` from KVM's task-pinned event (legacy vPMU)."""

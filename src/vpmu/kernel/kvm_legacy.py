@@ -236,10 +236,12 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
         if not sel & M.EVENTSEL_EN or not (glob >> i) & 1 or not kvm._is_instructions(env, sel):
             continue
         if sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR) and kvm.event_allowed(env, sel):
+            P.note("emulated-count")
             s[env.lpmc_emulated + i] += 1
             kvm.request_counter_reprogram(env, s, i)
     fixed0 = env.vcpu.num_fixed and 0 not in env.vcpu.deny_fixed and (glob >> M.FIXED_IDX_BASE) & 1
     if fixed0 and s[env.fixed_ctr_ctrl] & (M.FIXED_OS if cpl == 0 else M.FIXED_USR):
+        P.note("emulated-count")
         s[env.lpmc_emulated + env.vcpu.num_gp] += 1
         kvm.request_counter_reprogram(env, s, M.FIXED_IDX_BASE)
 
@@ -250,6 +252,11 @@ def skip_emulated_instruction(env: KernelEnv, s: list[int]) -> None:
     s[rip] += 1
     env.obs.guest_emulated(s, s[env.cpu.exit_cpl])
     kvm_pmu_incr_counter(env, s, s[env.cpu.exit_cpl])
+
+
+def _sign_extend_32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value >> 31 else value
 
 
 def handle_exit_step(env: KernelEnv) -> Step:
@@ -264,7 +271,13 @@ def handle_exit_step(env: KernelEnv) -> Step:
             env.inject_gp(s, f"{'WRMSR' if reason == V.EXIT_WRMSR else 'RDMSR'} {qual:#x}: not a vCPU MSR")
         elif reason == V.EXIT_WRMSR:
             k = counter_pmc(env, qual)
+            gp_intel = env.cpu.cfg.intel and k >= 0 and k < env.vcpu.num_gp
+            if gp_intel and qual == M.MSR_IA32_PMC0 + k and data & ~env.cpu.gp_mask:
+                env.inject_gp(s, f"WRMSR {qual:#x}: {data:#x} is wider than the counter")  # intel_pmu_set_msr()
+                return
             if k >= 0:
+                if gp_intel and qual == M.MSR_IA32_PERFCTR0 + k:
+                    data = _sign_extend_32(data)  # intel_pmu_set_msr(): the legacy alias, (s64)(s32)data
                 pmc_write_counter(env, s, k, data)
             else:
                 kvm.emulated_wrmsr(env, s, qual, data)
@@ -389,7 +402,7 @@ def handle_guest_overflows(env: KernelEnv, s: list[int], status: int, overflow: 
     """handle_pmi_common() for KVM's events: update, re-arm, and when a whole sample period
     elapsed perf_event_overflow() -> kvm_perf_overflow()."""
     for k in range(P.count(env)):
-        if s[env.lpmc_state + k] == P.ACTIVE and status >> P.pmc_idx(env, k) & 1:
+        if s[env.lpmc_state + k] == P.ACTIVE and status & P.hw_bit(env, s, k):
             P.event_update(env, s, k)
             if P.set_period(env, s, k):
                 kvm_perf_overflow(env, s, k, raise_pmi=overflow)

@@ -11,14 +11,16 @@ x86_perf_event_update() / x86_perf_event_set_period() (arch/x86/events/core.c).
 
 Where the event goes in hardware (docs/fidelity.md, "Legacy vPMU"):
 
-* guest GP counter i asks for host GP counter i, guest fixed counter j for
-  fixed counter j (the model gives every event a fixed counter, as it does for
-  host events);
 * perf schedules CPU-pinned events before task-pinned ones before CPU-flexible
-  ones (ctx_resched, merge_sched_in): a host pinned event on the counter
-  refuses KVM's event, which goes to ERROR and counts nothing until KVM
-  enables it again; a host flexible event on it is scheduled out
-  (rotate_necessary: it multiplexes, the guest's event wins);
+  ones (ctx_resched, merge_sched_in). KVM's event for a guest GP counter takes
+  the host GP counter it had before if that is free, else the lowest free one
+  (x86_schedule_events: the previous assignment, then the first fit; the
+  guest's counter numbers do not matter to the host). With no counter free, a
+  host flexible event is scheduled out (rotate_necessary: it multiplexes, the
+  guest's event wins); with only host pinned events left, perf refuses KVM's
+  event, which goes to ERROR and counts nothing until KVM enables it again.
+  A guest fixed counter j asks for fixed counter j (host events in the model
+  use GP counters only);
 * exclude_host: on Intel the counter's bit joins cpuc->intel_ctrl_guest_mask,
   so perf's enable_all leaves it out of PERF_GLOBAL_CTRL in host mode and the
   VM-entry/exit atomic switch turns it on in guest mode only; on AMD the
@@ -48,7 +50,7 @@ RAW_EVENT_MASK = M.EVENTSEL_EVENT | M.EVENTSEL_UMASK | M.EVENTSEL_EDGE | M.EVENT
 AMD64_RAW_EVENT_MASK = RAW_EVENT_MASK | M.AMD64_EVENTSEL_EVENT_HI
 
 #: How often each departure mechanism ran since the last reset (instrumentation, not state):
-#: refused, multiplexed, min-period, period-offset, overflow-ignored, emulated-overflow.
+#: refused, multiplexed, min-period, period-offset, overflow-ignored, emulated-overflow, emulated-count.
 MECHANISMS: Counter[str] = Counter()
 
 
@@ -72,18 +74,24 @@ def pmc_idx(env: KernelEnv, k: int) -> int:
     return k if j < 0 else M.FIXED_IDX_BASE + j
 
 
+def hw_bit(env: KernelEnv, s: list[int], k: int) -> int:
+    """The counter's bit in the hardware GLOBAL_CTRL / GLOBAL_STATUS."""
+    j = fixed(env, k)
+    return 1 << (s[env.lpmc_hw + k] if j < 0 else M.FIXED_IDX_BASE + j)
+
+
 def width_mask(env: KernelEnv, k: int) -> int:
     return env.cpu.fixed_mask if fixed(env, k) >= 0 else env.cpu.gp_mask
 
 
 def _read_hw(env: KernelEnv, s: list[int], k: int) -> int:
     j = fixed(env, k)
-    return env.cpu.rdpmc(s, k if j < 0 else M.RDPMC_FIXED | j)
+    return env.cpu.rdpmc(s, s[env.lpmc_hw + k] if j < 0 else M.RDPMC_FIXED | j)
 
 
 def _write_hw(env: KernelEnv, s: list[int], k: int, value: int) -> None:
     j = fixed(env, k)
-    msr = env.GP_COUNTER(k) if j < 0 else env.FIXED_COUNTER(j)
+    msr = env.GP_COUNTER(s[env.lpmc_hw + k]) if j < 0 else env.FIXED_COUNTER(j)
     env.cpu.wrmsr(s, msr, value & width_mask(env, k))
 
 
@@ -136,7 +144,7 @@ def _write_control(env: KernelEnv, s: list[int], k: int, on: bool) -> None:
     cpu, j = env.cpu, fixed(env, k)
     if j < 0:
         sel = hw_config(env, s, k)
-        cpu.wrmsr(s, env.GP_EVENTSEL(k), sel if on else sel & ~M.EVENTSEL_EN)
+        cpu.wrmsr(s, env.GP_EVENTSEL(s[env.lpmc_hw + k]), sel if on else sel & ~M.EVENTSEL_EN)
         return
     ctrl = cpu.rdmsr(s, M.MSR_CORE_PERF_FIXED_CTR_CTRL) & ~(0xF << (4 * j))
     if on:
@@ -150,14 +158,14 @@ def x86_pmu_start(env: KernelEnv, s: list[int], k: int) -> None:
     set_period(env, s, k)
     _write_control(env, s, k, True)
     if s[env.lpmc_attr + k] & ATTR_EXCLUDE_HOST:
-        s[env.cpuc_guest_mask] |= 1 << pmc_idx(env, k)
+        s[env.cpuc_guest_mask] |= hw_bit(env, s, k)
     s[env.lpmc_state + k] = ACTIVE
 
 
 def x86_pmu_stop(env: KernelEnv, s: list[int], k: int) -> None:
     """x86_pmu_stop(PERF_EF_UPDATE): disable the counter, fold its count (intel_clear_masks)."""
     _write_control(env, s, k, False)
-    s[env.cpuc_guest_mask] &= ~(1 << pmc_idx(env, k))
+    s[env.cpuc_guest_mask] &= ~hw_bit(env, s, k)
     event_update(env, s, k)
 
 
@@ -167,32 +175,47 @@ def _enable_all(env: KernelEnv, s: list[int]) -> None:
         env.cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.enable_all_bits(s))
 
 
-def sched_in(env: KernelEnv, s: list[int], k: int, refuse: bool = True) -> None:
-    """ctx_resched() for KVM's task-pinned event: CPU-pinned host events keep their counter (the
-    event goes to ERROR: perf refuses it), CPU-flexible ones are scheduled out and wait
-    (rotate_necessary)."""
-    if fixed(env, k) < 0:
-        for e, ev in enumerate(env.host_events):
-            if ev.counter != k or not s[env.ev_active[e]]:
-                continue
-            if ev.pinned:
-                if not refuse:  # ablation: perf loses track of who holds the counter
-                    continue
-                s[env.lpmc_state + k] = ERROR
-                note("refused")
-                return
-            perf.x86_pmu_stop(env, s, e)
+def _pick_counter(env: KernelEnv, s: list[int], k: int, avoid: int, refuse: bool) -> int:
+    """The host GP counter for KVM's event ``k``: its previous one if free, else the lowest
+    free one, else one a host flexible event holds (that event is scheduled out); -1: none."""
+    held = env.guest_counters(s)
+    host = {ev.counter: (e, ev.pinned) for e, ev in enumerate(env.host_events) if s[env.ev_active[e]]}
+    order = [s[env.lpmc_hw + k], *range(env.cpu.cfg.num_gp)]
+    free = [c for c in order if c != avoid and not held >> c & 1 and c not in host]
+    if free:
+        return free[0]
+    flexible = [c for c in order if c != avoid and not held >> c & 1 and not host[c][1]]
+    pinned = [c for c in order if c != avoid and not held >> c & 1 and host[c][1]]
+    for c in flexible or ([] if refuse else pinned):  # refuse=False: an ablation clobbers a pinned one
+        if not host[c][1]:
+            perf.x86_pmu_stop(env, s, host[c][0])
             s[env.rotate_necessary] = 1
             note("multiplexed")
+        return c
+    return -1
+
+
+def sched_in(env: KernelEnv, s: list[int], k: int, refuse: bool = True, avoid: int = -1) -> None:
+    """ctx_resched() for KVM's task-pinned event: after the CPU-pinned host events, before the
+    CPU-flexible ones; with no counter left perf refuses it (ERROR)."""
+    if fixed(env, k) < 0:
+        c = _pick_counter(env, s, k, avoid, refuse)
+        if c < 0:
+            s[env.lpmc_state + k] = ERROR
+            note("refused")
+            return
+        s[env.lpmc_hw + k] = c
     x86_pmu_start(env, s, k)
 
 
 def preempt(env: KernelEnv, s: list[int], counter: int) -> None:
-    """A CPU-pinned host event is scheduled in on ``counter``: KVM's event there goes to ERROR."""
-    if counter < env.vcpu.num_gp and s[env.lpmc_state + counter] == ACTIVE:
-        x86_pmu_stop(env, s, counter)
-        s[env.lpmc_state + counter] = ERROR
-        note("refused")
+    """A CPU-pinned host event is scheduled in on ``counter``: KVM's event there moves to another
+    free counter (perf reschedules the task's events after the CPU's pinned ones), or goes to
+    ERROR when none is left."""
+    for k in range(env.vcpu.num_gp):
+        if s[env.lpmc_state + k] == ACTIVE and s[env.lpmc_hw + k] == counter:
+            x86_pmu_stop(env, s, k)
+            sched_in(env, s, k, avoid=counter)
 
 
 def create(env: KernelEnv, s: list[int], k: int, period: int, exclude_host: bool = True, refuse: bool = True) -> None:
@@ -247,6 +270,7 @@ def release(env: KernelEnv, s: list[int], k: int) -> None:
         _enable_all(env, s)
     for base in (env.lpmc_state, env.lpmc_count, env.lpmc_prev, env.lpmc_left, env.lpmc_period, env.lpmc_attr):
         s[base + k] = 0
+    s[env.lpmc_hw + k] = 0
 
 
 def read_value(env: KernelEnv, s: list[int], k: int) -> int:
