@@ -180,7 +180,7 @@ def _pick_counter(env: KernelEnv, s: list[int], k: int, avoid: int, refuse: bool
     free one, else one a host flexible event holds (that event is scheduled out); -1: none."""
     held = env.guest_counters(s)
     host = {ev.counter: (e, ev.pinned) for e, ev in enumerate(env.host_events) if s[env.ev_active[e]]}
-    order = [s[env.lpmc_hw + k], *range(env.cpu.cfg.num_gp)]
+    order: list[int] = [s[env.lpmc_hw + k], *range(env.cpu.cfg.num_gp)]
     free = [c for c in order if c != avoid and not held >> c & 1 and c not in host]
     if free:
         return free[0]
