@@ -171,3 +171,33 @@ def test_each_applicable_property_fails_on_a_legacy_ablation(
     assert DESIGNS[design].vpmu == "legacy"
     violated(design, wd, prop, only)
     holds("legacy", wd, only or (prop,))
+
+
+# --- vpmu conform --design legacy: native vs mediated vs legacy ---------------------------------
+
+
+def test_conform_compare_names_the_mechanism(capsys: pytest.CaptureFixture[str]) -> None:
+    from vpmu.cli import main
+
+    args = ["conform", "--design", "legacy", "--schedule", "none", "--jobs", "1"]
+    # CMASK=2 counts nothing natively and under the mediated vPMU; legacy counts the emulated WRMSR.
+    assert main([*args, "--case", "amd/kut/check_gp_counter_cmask[K7]"]) == 1
+    out = capsys.readouterr().out
+    assert "native vs mediated (upstream) vs legacy" in out
+    row = next(line for line in out.splitlines() if line.startswith("amd/kut/check_gp_counter_cmask[K7]"))
+    assert row.split()[1:5] == ["pass", "pass", "FAIL", "1/1"] and "emulated-count" in row
+    assert main([*args, "--case", "amd/kut/check_rdpmc[K7]"]) == 0
+
+
+def test_conform_compare_json_and_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    """All six AMD counters programmed: the host's pinned event holds one, perf refuses the last
+    of KVM's events, and its counts are lost."""
+    import json
+
+    from vpmu.cli import main
+
+    args = ["conform", "--design", "legacy", "--schedule", "none", "--jobs", "1", "--json"]
+    assert main([*args, "--case", "amd/kut/check_counters_many[F15h]"]) == 1
+    (case,) = json.loads(capsys.readouterr().out)["cases"]
+    assert (case["native"], case["mediated"], case["legacy"]) == ("pass", "pass", "FAIL 1/1")
+    assert case["mechanisms"][0] == "refused"
