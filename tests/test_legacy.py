@@ -201,3 +201,10 @@ def test_conform_compare_json_and_refusal(capsys: pytest.CaptureFixture[str]) ->
     (case,) = json.loads(capsys.readouterr().out)["cases"]
     assert (case["native"], case["mediated"], case["legacy"]) == ("pass", "pass", "FAIL 1/1")
     assert case["mechanisms"][0] == "refused"
+
+
+def test_asking_for_a_mediated_only_property_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from vpmu.cli import main
+
+    assert main(["check", "--design", "legacy", "--property", "clean-after-put"]) == 2
+    assert "does not apply to design 'legacy'" in capsys.readouterr().err

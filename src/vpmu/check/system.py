@@ -78,6 +78,11 @@ class System:
         env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events, perf_based=legacy)
         self.props = properties if properties is not None else world.enabled_properties()
         if legacy:  # the mediated load/put's invariants do not apply (properties.MEDIATED_ONLY)
+            asked = [p for p in properties or () if p in P.MEDIATED_ONLY]
+            if asked:
+                raise VpmuError(
+                    f"property {asked[0]!r} does not apply to design {design.name!r}: {P.MEDIATED_ONLY[asked[0]]}"
+                )
             self.props = tuple(p for p in self.props if p not in P.MEDIATED_ONLY)
         self.ghost = Ghost(env, L, self.props)
         env.obs = self.ghost
