@@ -470,7 +470,7 @@ LEGACY_ABLATIONS = (
     ),
     _legacy_ablation(
         "legacy-no-refuse",
-        "legacy ablation: perf schedules KVM's pinned task event on a counter a CPU-pinned host event holds",
+        "legacy ablation: with no counter free, perf gives KVM's pinned task event one a CPU-pinned host event holds",
         "kernel/events/core.c ctx_resched, merge_sched_in (CPU pinned before task pinned)",
         refuse=False,
     ),
