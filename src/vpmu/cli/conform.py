@@ -275,7 +275,15 @@ def _compare(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Sty
     from vpmu.conform import runner as C
 
     t0 = time.perf_counter()
-    rows = K.compare(cases, _schedules(args), jobs, None)
+    done = 0
+
+    def progress(design: str, r: CaseRun) -> None:
+        nonlocal done
+        done += 1
+        if args.progress:
+            sys.stderr.write(f"[{done}] {design} {r.case} {r.schedule}: {r.verdict}\n")
+
+    rows = K.compare(cases, _schedules(args), jobs, progress)
     seconds = time.perf_counter() - t0
     departs = [r for r in rows if r.departs]
     if args.json:

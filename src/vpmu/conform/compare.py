@@ -134,11 +134,15 @@ class CaseComparison:
 
 
 def compare(
-    cases: Sequence[Case], schedules: Sequence[str] | None, jobs: int, progress: Callable[[R.CaseRun], None] | None
+    cases: Sequence[Case],
+    schedules: Sequence[str] | None,
+    jobs: int,
+    progress: Callable[[str, R.CaseRun], None] | None = None,
 ) -> list[CaseComparison]:
+    """Run the cases under legacy, then under the mediated vPMU; ``progress(design, run)``."""
     tasks = plan(cases, schedules)
-    legacy = run_legacy(tasks, jobs, progress)
-    mediated = R.run_tasks(tasks, MEDIATED, jobs, progress)
+    legacy = run_legacy(tasks, jobs, (lambda r: progress("legacy", r)) if progress else None)
+    mediated = R.run_tasks(tasks, MEDIATED, jobs, (lambda r: progress(MEDIATED, r)) if progress else None)
     out: dict[str, CaseComparison] = {}
     for (case_id, _), lr, mr in zip(tasks, legacy, mediated, strict=True):
         c = out.setdefault(case_id, CaseComparison(case_id, True, [], []))
