@@ -211,3 +211,26 @@ def test_asking_for_a_mediated_only_property_is_an_error(capsys: pytest.CaptureF
 
     assert main(["check", "--design", "legacy", "--property", "clean-after-put"]) == 2
     assert "does not apply to design 'legacy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_write_to_a_running_counter_offsets_the_sample_period(vendor: str) -> None:
+    """pmc_write_counter() (v7.0) takes the new sample period from pmc->counter, which excludes
+    what the perf event counted since its last pause: a branch counter written to -3 after 5
+    counted branches overflows 5 branches late. (Counting instructions hides it: the emulated
+    WRMSR is counted, which requests a reprogram that recomputes the period.)"""
+    program = [
+        "wrmsr EVTSEL0 BRANCHES|USR|OS|INT|EN",
+        "wrmsr GLOBAL_CTRL GP0",
+        "loop 5 branches",
+        "wrmsr PMC0 -3",
+        "loop 3 branches",
+        "rdmsr GLOBAL_STATUS",
+        "hlt",
+    ]
+    w = world(vendor, exits=0, program=program)
+    perf_events.MECHANISMS.clear()
+    r = violated("legacy", w, "guest-transparency")
+    assert "GLOBAL_STATUS" in r.message or "GlobalStatus" in r.message
+    assert perf_events.MECHANISMS["period-offset"]
+    holds("upstream", w)
