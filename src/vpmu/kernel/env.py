@@ -178,10 +178,11 @@ class KernelEnv:
 
     def _claim_legacy(self, L: Layout) -> None:
         """The legacy vPMU's state: per guest PMC (GP i, then fixed j) its perf event (state,
-        event->count, hw.prev_count, hw.period_left, hw.sample_period) and KVM's side of it
-        (pmc->current_config, pmc->emulated_counter, pmc->intr); perf's per-CPU mask of the
-        counters that exclude_host events hold (Intel: cpuc->intel_ctrl_guest_mask); on Intel
-        the VMCS host PERF_GLOBAL_CTRL field of the atomic switch (vmx atomic_switch_perf_msrs)."""
+        event->count, hw.prev_count, hw.period_left, hw.sample_period, attr.exclude_host, the host
+        counter perf gave it) and KVM's side of it (pmc->current_config, pmc->emulated_counter,
+        pmc->intr, kvm_pmu_handle_event's bitmap); perf's per-CPU mask of the counters that
+        exclude_host events hold (Intel: cpuc->intel_ctrl_guest_mask); on Intel the VMCS host
+        PERF_GLOBAL_CTRL field of the atomic switch (vmx atomic_switch_perf_msrs)."""
         n = self.vcpu.num_gp + self.vcpu.num_fixed
         self.lpmc_state = L.array("lpmc.perf_event.state", n, "kvm", fmt="int")
         self.lpmc_count = L.array("lpmc.perf_event.count", n, "kvm")
@@ -219,8 +220,8 @@ class KernelEnv:
         Host perf cannot schedule a host event there."""
         if not self.perf_based:
             return 0
-        ACTIVE = 1  # perf_events.ACTIVE
-        return sum(1 << s[self.lpmc_hw + k] for k in range(self.vcpu.num_gp) if s[self.lpmc_state + k] == ACTIVE)
+        active = 1  # perf_events.ACTIVE (that module imports this one)
+        return sum(1 << s[self.lpmc_hw + k] for k in range(self.vcpu.num_gp) if s[self.lpmc_state + k] == active)
 
     def preempt_guest(self, s: list[int], counter: int) -> None:
         """A CPU-pinned host event takes GP ``counter`` from KVM's task-pinned event (legacy vPMU)."""
