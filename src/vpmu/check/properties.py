@@ -99,6 +99,18 @@ PROPERTIES: tuple[Property, ...] = (
     ),
 )
 
+#: Properties of the mediated vPMU's load/put that do not apply to the legacy perf-based vPMU
+#: (design ``legacy``), and why; ``vpmu check --design legacy`` leaves them out.
+MEDIATED_ONLY: dict[str, str] = {
+    "lvtpc-written-while-enabled": "legacy never switches LVTPC: guest counters raise host NMIs (kvm_perf_overflow)",
+    "lvtpc-route-consistent": "legacy never loads a guest LVTPC: guest_lvtpc_loaded stays false, LVTPC stays NMI",
+    "clean-after-put": "legacy has no put: KVM's exclude_host events stay in hardware across VM-exits by design",
+    "restored-after-load": "legacy has no load: nothing of the guest's is restored into hardware at entry",
+    "no-emulated-count-while-loaded": "legacy counts emulated instructions in pmc->emulated_counter, folded in "
+    "by pmc_pause_counter(); nothing can overwrite them (H11 is a mediated hazard)",
+    "nmi-handler-hands-off": "legacy's guest counters are host perf events: perf's NMI handler must handle them",
+}
+
 BY_NAME = {p.name: p for p in PROPERTIES}
 INDEX = {p.name: i + 1 for i, p in enumerate(PROPERTIES)}  # 0 = no violation
 

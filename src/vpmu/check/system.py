@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vpmu.check import properties as P
 from vpmu.check.ghost import Ghost
 from vpmu.check.world import ASYNC_EXITS, WorldSpec
 from vpmu.designs import ENTRIES
@@ -73,8 +74,16 @@ class System:
         self.world = world
         L = self.layout = Layout()
         self.cpu = Cpu(world.machine, L)
-        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events)
+        legacy = design.vpmu == "legacy"
+        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events, perf_based=legacy)
         self.props = properties if properties is not None else world.enabled_properties()
+        if legacy:  # the mediated load/put's invariants do not apply (properties.MEDIATED_ONLY)
+            asked = [p for p in properties or () if p in P.MEDIATED_ONLY]
+            if asked:
+                raise VpmuError(
+                    f"property {asked[0]!r} does not apply to design {design.name!r}: {P.MEDIATED_ONLY[asked[0]]}"
+                )
+            self.props = tuple(p for p in self.props if p not in P.MEDIATED_ONLY)
         self.ghost = Ghost(env, L, self.props)
         env.obs = self.ghost
         # Context program counters (-1: not running).

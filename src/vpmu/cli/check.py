@@ -91,6 +91,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print("\n".join(summary_table(rows, st)))
+        if design.vpmu == "legacy":
+            print(st.dim("not checked, as they do not apply to the legacy vPMU:"))
+            for name, why in P.MEDIATED_ONLY.items():
+                print(st.dim(f"  {name}: {why}"))
     return status
 
 

@@ -214,6 +214,8 @@ def cmd_conform(args: argparse.Namespace) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     if args.mutations:
         return _mutations(args, cases, jobs, st)
+    if design == "legacy":  # its ablations run as any design does
+        return _compare(args, cases, jobs, st)
     t0 = time.perf_counter()
     tasks = C.plan(cases, _schedules(args))
     done = 0
@@ -272,6 +274,41 @@ def cmd_conform(args: argparse.Namespace) -> int:
     if args.trace:
         print(f"trace of the first failure written to {args.trace}")
     return 1 if bad else 0
+
+
+def _compare(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style) -> int:
+    """``--design legacy``: native vs mediated vs legacy per case (vpmu.conform.compare)."""
+    from vpmu.conform import compare as K
+    from vpmu.conform import runner as C
+
+    t0 = time.perf_counter()
+    done = 0
+
+    def progress(design: str, r: CaseRun) -> None:
+        nonlocal done
+        done += 1
+        if args.progress:
+            sys.stderr.write(f"[{done}] {design} {r.case} {r.schedule}: {r.verdict}\n")
+
+    rows = K.compare(cases, _schedules(args), jobs, progress)
+    seconds = time.perf_counter() - t0
+    departs = [r for r in rows if r.departs]
+    if args.json:
+        doc = {"schema": "vpmu.conform-compare/1", "seconds": round(seconds, 2), "cases": K.to_json(rows)}
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 1 if departs else 0
+    which = ", ".join(args.schedule) if args.schedule else "none, every:K (densest), random:1"
+    print(st.bold(f"vpmu conform: native vs mediated (upstream) vs legacy, {len(rows)} cases; schedules: {which}"))
+    print("\n".join(K.table(rows)))
+    if departs:
+        print()
+        print(st.bold("where legacy departs from native, and why:"))
+        print("\n".join(K.details(rows)))
+    if any(r.cell(r.mediated).startswith("F1") for r in rows):
+        print(f"\nmediated F1: {C.F1_NOTE}")
+    print(f"\nlegacy departs from native in {len(departs)} of {len(rows)} cases; {seconds:.1f} s with {jobs} job(s)")
+    return 1 if departs else 0
 
 
 def _list(args: argparse.Namespace, st: Style) -> int:
@@ -359,7 +396,10 @@ def register(sub: Any) -> None:
         "  vpmu conform --mutations\n  vpmu conform --list -v",
         formatter_class=RAW,
     )
-    p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
+    p.add_argument(
+        "--design",
+        help="a built-in design (vpmu designs); default upstream; legacy: native vs mediated vs legacy per case",
+    )
     p.add_argument("--kernel", metavar="DIR", help="derive the design from a kernel source tree (vpmu source design)")
     p.add_argument("--vendor", choices=("intel", "amd"), help="only this vendor's cases")
     p.add_argument("--suite", action="append", metavar="NAME", help="kut, counters or filter (repeatable)")

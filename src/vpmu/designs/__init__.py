@@ -14,7 +14,7 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.virt import Cpu
-from vpmu.kernel import kvm, perf
+from vpmu.kernel import kvm, kvm_legacy, perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
@@ -458,3 +458,71 @@ LINUX_NEXT = UPSTREAM.derive(
     notes="upstream stays Linux v7.0, the release users run; this is the next release's fix, by name.",
 )
 DESIGNS[LINUX_NEXT.name] = LINUX_NEXT
+# --- the legacy perf-based vPMU (KVM without the mediated PMU) ---------------------------------
+
+LEGACY = Design(
+    name="legacy",
+    summary="KVM without the mediated PMU: each guest counter is a host perf event (pmc_reprogram_counter, "
+    "perf_event_pause, kvm_perf_overflow -> KVM_REQ_PMI); every PMU MSR and RDPMC intercepted and emulated",
+    builders={**kvm_legacy.PERF_BUILDERS, **kvm_legacy.KVM_BUILDERS},
+    source="Linux v7.0 arch/x86/kvm/pmu.c (reprogram_counter, pmc_pause_counter, pmc_resume_counter, "
+    "pmc_reprogram_counter, kvm_perf_overflow, pmc_read_counter, pmc_write_counter), vmx.c "
+    "atomic_switch_perf_msrs; kernel/events/core.c; arch/x86/events/core.c",
+    notes="Properties about the mediated load/put (LVTPC switching, clean-after-put, restored-after-load, "
+    "no-emulated-count-while-loaded, nmi-handler-hands-off) do not apply: vpmu.check.properties.MEDIATED_ONLY.",
+    entries=ENTRIES,
+    vpmu="legacy",
+)
+
+
+def _legacy_ablation(name: str, summary: str, source: str, **flags: bool) -> Design:
+    """A legacy variant whose KVM (or perf handler) builders drop one mechanism."""
+    builders: dict[str, Callable[..., object]] = {}
+    handle = {k: v for k, v in flags.items() if k in ("fold", "filter", "refuse")}
+    if "exclude_host" in flags:
+        handle["exclude_host"] = flags["exclude_host"]
+        builders["vcpu_enter_guest"] = lambda env: kvm_legacy.vcpu_enter_guest(env, exclude_host=False)
+    if handle:
+        builders["kvm_pmu_handle_event"] = lambda env: kvm_legacy.kvm_pmu_handle_event(env, **handle)
+    if "overflow" in flags:
+        builders["intel_pmu_handle_irq"] = lambda env: kvm_legacy.intel_pmu_handle_irq(env, overflow=False)
+        builders["amd_pmu_v2_handle_irq"] = lambda env: kvm_legacy.amd_pmu_v2_handle_irq(env, overflow=False)
+    return LEGACY.with_builders(name, summary, builders, source=source)  # type: ignore[arg-type]
+
+
+LEGACY_ABLATIONS = (
+    _legacy_ablation(
+        "legacy-counts-host",
+        "legacy ablation: KVM creates its perf events without attr.exclude_host (they count in host mode; "
+        "on AMD no GuestOnly)",
+        "pmu.c pmc_reprogram_counter (.exclude_host = 1); events/amd/core.c amd_core_hw_config",
+        exclude_host=False,
+    ),
+    _legacy_ablation(
+        "legacy-no-fold",
+        "legacy ablation: pmc_pause_counter() drops the count perf_event_pause() returns",
+        "pmu.c pmc_pause_counter",
+        fold=False,
+    ),
+    _legacy_ablation(
+        "legacy-no-filter",
+        "legacy ablation: reprogram_counter() ignores pmc_is_event_allowed() (the event filter)",
+        "pmu.c reprogram_counter; §5.5",
+        filter=False,
+    ),
+    _legacy_ablation(
+        "legacy-no-refuse",
+        "legacy ablation: with no counter free, perf gives KVM's pinned task event one a CPU-pinned host event holds",
+        "kernel/events/core.c ctx_resched, merge_sched_in (CPU pinned before task pinned)",
+        refuse=False,
+    ),
+    _legacy_ablation(
+        "legacy-no-overflow",
+        "legacy ablation: kvm_perf_overflow() sets neither GLOBAL_STATUS nor KVM_REQ_PMI",
+        "pmu.c kvm_perf_overflow, __kvm_perf_overflow",
+        overflow=False,
+    ),
+)
+DESIGNS[LEGACY.name] = LEGACY
+for _d in LEGACY_ABLATIONS:
+    DESIGNS[_d.name] = _d

@@ -64,7 +64,10 @@ class Cpu(Apic):
             self.exit_vector = L.field("EXIT_INTR_VECTOR", "hw")
             self.gif = -1
             self.svme_idx = -1
-        else:
+        #: VMCS HOST_IA32_PERF_GLOBAL_CTRL: the mediated vPMU keeps it 0 (§4.1), so no slot; the
+        #: legacy vPMU's atomic switch sets it before each entry (KernelEnv claims the slot).
+        self.vmcs_host_pgc = -1
+        if cfg.amd:
             self.vmcs_guest_pgc = self.msr_store_pgc = self.exit_vector = -1
             self.gif = L.field("GIF", "hw", init=1, fmt="bool")
             self.svme_idx = L.field("EFER.SVME", "hw", fmt="bool")
@@ -133,7 +136,8 @@ class Cpu(Apic):
             else:
                 s[self.msr_store_pgc] = s[self.global_ctrl]
         if load_pgc and has_pgc:
-            s[self.global_ctrl] = 0  # HOST_IA32_PERF_GLOBAL_CTRL = 0 (§4.1)
+            # HOST_IA32_PERF_GLOBAL_CTRL: 0 for the mediated vPMU (§4.1); perf's host value for legacy.
+            s[self.global_ctrl] = s[self.vmcs_host_pgc] if self.vmcs_host_pgc >= 0 else 0
         s[self.debugctl] = 0  # F-4.3.3
         s[self.mode] = 0
         self.log.append(("vmexit", reason, s[self.global_ctrl] if self.global_ctrl >= 0 else 0))

@@ -98,6 +98,9 @@ class KernelEnv:
     #: How the guest takes a #GP KVM injects (kvm_inject_gp): set by whoever runs the guest.
     #: The default treats it as an error in the guest program.
     inject_gp: Callable[[list[int], str], None] = field(default=None)  # type: ignore[assignment]
+    #: The legacy perf-based vPMU (design ``legacy``): every guest counter is backed by a host
+    #: perf event (vpmu.kernel.perf_events, vpmu.kernel.kvm_legacy), whose slots are claimed here.
+    perf_based: bool = False
 
     def __post_init__(self) -> None:
         if self.inject_gp is None:
@@ -169,7 +172,32 @@ class KernelEnv:
         self.guest_done = L.field("guest.halted", "guest", fmt="bool")
         # The guest register an RDMSR returns into (EDX:EAX); KVM writes it when it emulates.
         self.guest_rax = L.field("guest.rax", "guest")
+        if self.perf_based:
+            self._claim_legacy(L)
         del cfg
+
+    def _claim_legacy(self, L: Layout) -> None:
+        """The legacy vPMU's state: per guest PMC (GP i, then fixed j) its perf event (state,
+        event->count, hw.prev_count, hw.period_left, hw.sample_period, attr.exclude_host, the host
+        counter perf gave it) and KVM's side of it (pmc->current_config, pmc->emulated_counter,
+        pmc->intr, kvm_pmu_handle_event's bitmap); perf's per-CPU mask of the counters that
+        exclude_host events hold (Intel: cpuc->intel_ctrl_guest_mask); on Intel the VMCS host
+        PERF_GLOBAL_CTRL field of the atomic switch (vmx atomic_switch_perf_msrs)."""
+        n = self.vcpu.num_gp + self.vcpu.num_fixed
+        self.lpmc_state = L.array("lpmc.perf_event.state", n, "kvm", fmt="int")
+        self.lpmc_count = L.array("lpmc.perf_event.count", n, "kvm")
+        self.lpmc_prev = L.array("lpmc.perf_event.prev_count", n, "kvm")
+        self.lpmc_left = L.array("lpmc.perf_event.period_left", n, "kvm", fmt="int")
+        self.lpmc_period = L.array("lpmc.perf_event.sample_period", n, "kvm")
+        self.lpmc_config = L.array("lpmc.current_config", n, "kvm")
+        self.lpmc_emulated = L.array("lpmc.emulated_counter", n, "kvm")
+        self.lpmc_intr = L.array("lpmc.intr", n, "kvm", fmt="bool")
+        self.lpmc_attr = L.array("lpmc.perf_event.attr", n, "kvm")  # bit 0: exclude_host
+        self.lpmc_hw = L.array("lpmc.perf_event.hw_idx", n, "kvm", fmt="int")  # the host GP counter perf chose
+        self.handle_event_bitmap = L.field("kvm.handle_event.bitmap", "kvm")  # kvm_pmu_handle_event's local copy
+        self.cpuc_guest_mask = L.field("perf.cpuc_guest_mask", "host")
+        if self.cpu.cfg.intel:
+            self.cpu.vmcs_host_pgc = L.field("VMCS.HOST_PERF_GLOBAL_CTRL", "hw")
 
     def armed_value(self, e: int) -> int:
         """x86_perf_event_set_period(): the counter value that leaves ``period`` events to the
@@ -182,7 +210,32 @@ class KernelEnv:
 
         It also says whether the core PMU's context is on this CPU's list, which
         decides whether perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}()."""
-        return any(s[o] for o in self.ev_opened)
+        if any(s[o] for o in self.ev_opened):
+            return True
+        # Legacy vPMU: KVM's perf events count too (x86_reserve_hardware at creation).
+        return self.perf_based and any(s[self.lpmc_state + k] for k in range(self.vcpu.num_gp + self.vcpu.num_fixed))
+
+    def guest_counters(self, s: list[int]) -> int:
+        """Bits of the host GP counters that KVM's perf events hold (legacy vPMU; 0 otherwise).
+        Host perf cannot schedule a host event there."""
+        if not self.perf_based:
+            return 0
+        active = 1  # perf_events.ACTIVE (that module imports this one)
+        return sum(1 << s[self.lpmc_hw + k] for k in range(self.vcpu.num_gp) if s[self.lpmc_state + k] == active)
+
+    def preempt_guest(self, s: list[int], counter: int) -> None:
+        """A CPU-pinned host event takes GP ``counter`` from KVM's task-pinned event (legacy vPMU)."""
+        from vpmu.kernel import perf_events  # the legacy vPMU's perf side imports this module
+
+        perf_events.preempt(self, s, counter)
+
+    def enable_all_bits(self, s: list[int]) -> int:
+        """What perf's enable_all writes to PERF_GLOBAL_CTRL: every counter bit (§2.3 step 7,
+        H2), on Intel without the counters of exclude_host events (__intel_pmu_enable_all:
+        intel_ctrl & ~cpuc->intel_ctrl_guest_mask; only the legacy vPMU has such events)."""
+        if self.perf_based and self.cpu.cfg.intel:
+            return self.host_global_enable & ~s[self.cpuc_guest_mask]
+        return self.host_global_enable
 
     @property
     def cfg(self):  # type: ignore[no-untyped-def]

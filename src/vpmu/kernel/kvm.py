@@ -26,7 +26,10 @@ INTR = "intr"  # step kind: dispatch the interrupt captured at VM-exit (handle_e
 
 
 def need_any_pmc_intercept(env: KernelEnv) -> bool:
-    """kvm_need_any_pmc_intercept(): guest counter numbers differ from the host's."""
+    """kvm_need_any_pmc_intercept(): guest counter numbers differ from the host's (always true
+    without the mediated PMU: the legacy vPMU intercepts every PMU MSR and RDPMC)."""
+    if env.perf_based:
+        return True
     cfg = env.cpu.cfg
     return env.vcpu.num_gp != cfg.num_gp or env.vcpu.num_fixed != cfg.num_fixed
 
@@ -40,6 +43,8 @@ def passthrough_msrs(env: KernelEnv) -> frozenset[int]:
     """MSRs the guest accesses without exiting (VMX bitmap §5.2 / SVM MSRPM §5.3)."""
     cfg, v = env.cpu.cfg, env.vcpu
     out: set[int] = set()
+    if env.perf_based:  # legacy vPMU: nothing passes through (pmu_intel.c / svm pmu.c, v7.0)
+        return frozenset()
     if cfg.intel:
         for i in range(v.num_gp):
             out.add(M.MSR_IA32_PERFCTR0 + i)

@@ -184,6 +184,9 @@ class Design:
     notes: str = ""
     # Which functions the design makes up: entry points per context.
     entries: Mapping[str, str] = field(default_factory=dict)
+    #: Which vPMU the design is: "mediated" (the guest owns the hardware PMU while it runs) or
+    #: "legacy" (every guest counter is a host perf event; vpmu.kernel.kvm_legacy).
+    vpmu: str = "mediated"
 
     def derive(self, name: str, summary: str, edits: Iterable[Edit], source: str = "", notes: str = "") -> Design:
         """A variant of this design: the same builders plus more edits."""
@@ -196,6 +199,7 @@ class Design:
             source=source,
             notes=notes,
             entries=self.entries,
+            vpmu=self.vpmu,
         )
 
     def with_builders(
@@ -213,6 +217,7 @@ class Design:
             source=source,
             notes=notes,
             entries=self.entries,
+            vpmu=self.vpmu,
         )
 
     def build(self, env: object) -> dict[str, Function]:

@@ -37,7 +37,7 @@ def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
     def do(s: list[int]) -> None:
         if not s[en] and env.active_events(s):
             s[en] = 1
-            cpu.wrmsr(s, gc, bits)
+            cpu.wrmsr(s, gc, env.enable_all_bits(s))
 
     return Step(label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2")
 
@@ -69,6 +69,8 @@ def x86_pmu_stop(env: KernelEnv, s: list[int], e: int) -> None:
 
 def _counter_free(env: KernelEnv, s: list[int], e: int) -> bool:
     c = env.host_events[e].counter
+    if env.guest_counters(s) >> c & 1:  # legacy vPMU: KVM's pinned task event holds it
+        return False
     return not any(s[env.ev_active[o]] for o, ev in enumerate(env.host_events) if ev.counter == c)
 
 
@@ -83,6 +85,8 @@ def sched_in(env: KernelEnv, s: list[int], *, pinned: bool = True, flexible: boo
     if pinned:
         for e, ev in enumerate(env.host_events):
             if ev.pinned and s[env.ev_enabled[e]] and not s[env.ev_active[e]]:
+                if env.guest_counters(s) >> ev.counter & 1:
+                    env.preempt_guest(s, ev.counter)  # legacy vPMU: CPU pinned before task pinned
                 x86_pmu_start(env, s, e)  # world validation keeps pinned counters exclusive
     if flexible:
         can_add_hw = True
@@ -311,12 +315,12 @@ def _handler_disable(env: KernelEnv, gc: int, text: str) -> Step:
 
 def _handler_enable(env: KernelEnv, gc: int, text: str, label: str, source: str) -> Step:
     """PMI handler exit: restore cpuc->enabled; enable_all only if perf had the PMU enabled."""
-    cpu, en, saved, bits = env.cpu, env.cpuc_enabled, env.nmi_pmu_enabled, env.host_global_enable
+    cpu, en, saved = env.cpu, env.cpuc_enabled, env.nmi_pmu_enabled
 
     def do(s: list[int]) -> None:
         s[en] = s[saved]
         if s[saved]:
-            cpu.wrmsr(s, gc, bits)
+            cpu.wrmsr(s, gc, env.enable_all_bits(s))
 
     return Step(label, text, do, source=source)
 
