@@ -42,8 +42,8 @@ CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI perf_install_in_context() / perf_e
 LOCAL_TIMER_VECTOR = 0xEC  # the local APIC timer: hrtimers, incl. perf's multiplexing timer
 Move = tuple[int, int]
 # PERF_OP arguments: an event index toggles it (disable/enable); OPEN + e opens event e on
-# another CPU; ROTATE fires the multiplexing hrtimer.
-PERF_OPEN, PERF_ROTATE = 0x100, 0x200
+# another CPU; CLOSE + e closes it; ROTATE fires the multiplexing hrtimer.
+PERF_OPEN, PERF_ROTATE, PERF_CLOSE = 0x100, 0x200, 0x400
 
 TASK, NMI_CTX, IRQ_CTX, GUEST, GUEST_IRQ = "task", "nmi", "irq", "guest", "guest-irq"
 CONTEXT_LABEL = {
@@ -171,7 +171,7 @@ class System:
         for e, ev in enumerate(env.host_events):
             if s[env.ev_active[e]]:
                 s[self.ghost.owner_gp + ev.counter] = 1
-        if env.active_events(s) and cpu.global_ctrl >= 0:
+        if env.pmu_ctx_here(s) and cpu.global_ctrl >= 0:
             cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.host_global_enable)
         if cpu.vmcs_guest_pgc >= 0:
             # kvm_pmu_refresh(): the reset value reaches the VMCS via write_global_ctrl (§1.4).
@@ -242,11 +242,13 @@ class System:
         if s[env.ipi_event] >= 0 or self._timer_in_flight(s):
             return []
         out: list[Move] = []
-        for e in range(len(env.host_events)):
+        for e, ev in enumerate(env.host_events):
             if s[env.ev_installed[e]]:
                 out.append((PERF_OP, e))
             elif not s[env.ev_opened[e]]:
                 out.append((PERF_OP, PERF_OPEN + e))
+            if ev.close and s[env.ev_opened[e]] and (ev.cpu or s[env.ev_installed[e]]):
+                out.append((PERF_OP, PERF_CLOSE + e))
         if s[env.rotate_necessary]:
             out.append((PERF_OP, PERF_ROTATE))
         return out
@@ -308,10 +310,18 @@ class System:
         if arg == PERF_ROTATE:
             s[cpu.irr] |= 1 << LOCAL_TIMER_VECTOR
             return "perf's multiplexing hrtimer expires: local APIC timer interrupt pending"
-        e = arg - PERF_OPEN if arg >= PERF_OPEN else arg
+        if arg >= PERF_OPEN:
+            remote = _remote_perf_op(env, s, arg)
+            if remote:
+                return remote
+        e = arg & 0xFF
         name = env.host_events[e].name
-        s[env.ipi_event] = e
+        s[env.ipi_event] = arg - PERF_CLOSE + perf.IPI_REMOVE if arg >= PERF_CLOSE else e
         s[cpu.irr] |= 1 << CALL_FUNCTION_SINGLE_VECTOR
+        if arg >= PERF_CLOSE:
+            return (
+                f"another CPU closes {name} (perf_event_release_kernel: perf_remove_from_context), remove IPI pending"
+            )
         if arg >= PERF_OPEN:
             s[env.ev_opened[e]] = 1
             return f"another CPU opens {name} (perf_event_open: active_events++), install IPI pending"
@@ -419,3 +429,18 @@ class System:
     # -- helpers for reports -------------------------------------------------------------------------
     def violation(self, s: State) -> int:
         return s[self.ghost.violation]
+
+
+def _remote_perf_op(env: KernelEnv, s: list[int], arg: int) -> str:
+    """Open or close an event bound to another CPU: no IPI reaches this CPU, only the
+    system-wide active_events changes (V3: __x86_pmu_event_init() increments it,
+    hw_perf_event_destroy() decrements it; arch/x86/events/core.c). "" for this CPU's events."""
+    e = arg & 0xFF
+    ev = env.host_events[e]
+    if not ev.cpu:
+        return ""
+    if arg >= PERF_CLOSE:
+        s[env.ev_opened[e]] = 0
+        return f"CPU {ev.cpu} closes {ev.name} (its free: hw_perf_event_destroy(), active_events--)"
+    s[env.ev_opened[e]] = 1
+    return f"CPU {ev.cpu} opens {ev.name} for itself (perf_event_open: __x86_pmu_event_init(), active_events++)"

@@ -21,6 +21,8 @@ value and what is allowed. Example::
     exclude_guest = true
     pinned = true           # false: flexible; flexible events may share a counter (multiplexing)
     opened = true           # false: another CPU opens it later (a perf op)
+    cpu = 0                 # 1: bound to another CPU: never scheduled here, but counts in active_events
+    close = false           # true: another CPU may also close (destroy) it (a perf op)
 
     [guest]
     program = ["wrmsr EVTSEL0 INSTRUCTIONS|OS|USR|INT|EN", "loop 3", "rdpmc 0", "hlt"]
@@ -181,7 +183,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         pre = f"host_event[{n}]."
         if not isinstance(et, dict):
             raise ConfigError(f"host_event[{n}]", et, "must be a table", where)
-        _known(et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened"), pre, where)
+        _known(
+            et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened", "cpu", "close"), pre, where
+        )
         name = et.get("name", f"event{n}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(pre + "name", name, "allowed: an identifier", where)
@@ -204,7 +208,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
             )
         counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)
         pinned = _bool(et.get("pinned", True), pre + "pinned", where)
-        if counter in used and (pinned or used[counter]):
+        ev_cpu = _int(et.get("cpu", 0), pre + "cpu", 0, 1, where)
+        if ev_cpu:  # another CPU's counters are its own
+            counter = 0
+        elif counter in used and (pinned or used[counter]):
             raise ConfigError(
                 pre + "counter",
                 counter,
@@ -212,12 +219,14 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
                 "share one (perf multiplexes them)",
                 where,
             )
-        used[counter] = used.get(counter, False) or pinned
+        if not ev_cpu:
+            used[counter] = used.get(counter, False) or pinned
         # perf's default for counting events: x86_pmu.max_period = cntval_mask >> 1.
         max_period = (1 << (machine.gp_width - 1)) - 1
         period = _int(et.get("period", max_period), pre + "period", 1, (1 << machine.gp_width) - 1, where)
         opened = _bool(et.get("opened", True), pre + "opened", where)
-        events.append(HostEvent(name, ev, excl, pinned, period, counter, opened))
+        close = _bool(et.get("close", False), pre + "close", where)
+        events.append(HostEvent(name, ev, excl, pinned, period, counter, opened, ev_cpu, close))
 
     gt = _table(data, "guest", where)
     _known(gt, ("program", "ack", "enable", "rearm"), "guest.", where)
@@ -239,12 +248,13 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
     perf_ops = _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where)
-    unopened = [e.name for e in events if not e.opened]
+    unopened = [e.name for e in events if not e.opened or e.close]
     if unopened and perf_ops == 0:
         raise ConfigError(
             "bounds.perf_ops",
             0,
-            f"host event {unopened[0]!r} has opened = false, and only a perf operation opens it; allowed: 1 to 16",
+            f"host event {unopened[0]!r} has opened = false or close = true, and only a perf operation opens "
+            "or closes it; allowed: 1 to 16",
             where,
         )
     bounds = Bounds(

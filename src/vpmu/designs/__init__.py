@@ -197,6 +197,21 @@ PERF_STAYS_DISABLED = FLAG_FIRST.derive(
     notes="PeterZ's suggestion in the seed thread (an empty PMU should leave GLOBAL_CTRL at 0), made "
     "robust against NMIs by keeping cpuc->enabled clear; KVM still clears PERF_GLOBAL_CTRL itself.",
 )
+PERF_PMU_DISABLED = FLAG_FIRST.derive(
+    "perf-pmu-disabled",
+    "Proposed fix (V18): flag-first, and perf_load_guest_context() disables the x86 PMU itself "
+    "(perf_pmu_disable, cpuc->enabled = 0) whether or not this CPU has an x86 event, until "
+    "perf_put_guest_context() enables it again",
+    [
+        Edit("insert_before", "perf_load_guest_context", "perf_ctx_disable", step=perf.x86_pmu_disable_step),
+        Edit("delete", "perf_load_guest_context", "perf_ctx_enable"),
+        Edit("insert_after", "perf_put_guest_context", "perf_ctx_enable", step=perf.x86_pmu_enable_step),
+    ],
+    source="verified-facts.md V18; docs/findings.md F1: perf_ctx_{disable,enable}() reach the x86 PMU only "
+    "through a context of this CPU, so perf-stays-disabled leaves cpuc->enabled = 1 when the only x86 "
+    "event is bound to another CPU",
+    notes="Holds on a world whose only host event is on another CPU, where perf-stays-disabled does not.",
+)
 
 # --- ablations used to show each property can fail -------------------------------------------
 
@@ -300,6 +315,7 @@ DESIGNS: dict[str, Design] = {
         LVTPC_BEFORE_CLEAR,
         FLAG_FIRST,
         PERF_STAYS_DISABLED,
+        PERF_PMU_DISABLED,
         NO_CLEAR,
         NO_NMI_GATE,
         PUT_KEEPS_EVENTSEL,

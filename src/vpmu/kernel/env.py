@@ -39,6 +39,13 @@ class HostEvent:
     #: False: the event does not exist at boot; another CPU opens it (perf_event_open) when the
     #: checker chooses, within bounds.perf_ops.
     opened: bool = True
+    #: The CPU the event is bound to: 0 is the vCPU's CPU (the one modelled), 1 another CPU.
+    #: An event on another CPU is never scheduled here; it only exists, and so counts in the
+    #: system-wide active_events (__x86_pmu_event_init() to hw_perf_event_destroy(), V3).
+    cpu: int = 0
+    #: True: another CPU may also close the event (perf_event_release_kernel(): removed from its
+    #: context, then freed; the free drops active_events), within bounds.perf_ops.
+    close: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,15 @@ class KernelEnv:
         self.ev_installed: list[int] = []
         for e in self.host_events:
             on = int(e.opened)
+            here = on if e.cpu == 0 else 0  # an event on another CPU never joins this CPU's context
             self.ev_active.append(L.field(f"perf.{e.name}.active", "host", fmt="bool"))  # boot schedules in
             self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
-            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=on, fmt="bool"))
+            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=here, fmt="bool"))
             self.ev_opened.append(L.field(f"perf.{e.name}.opened", "host", init=on, fmt="bool"))
-            self.ev_installed.append(L.field(f"perf.{e.name}.installed", "host", init=on, fmt="bool"))
+            self.ev_installed.append(L.field(f"perf.{e.name}.installed", "host", init=here, fmt="bool"))
+        # Events of this CPU's context (perf_ctx_{disable,enable}() reach the x86 PMU only through
+        # them, V18) and all of them (active_events is system-wide, V3).
+        self.ev_here = tuple(o for o, e in zip(self.ev_opened, self.host_events, strict=True) if e.cpu == 0)
         # Flexible events in the context's flexible_groups order (rotation moves one to the
         # tail), and epc->rotate_necessary (a flexible event found no free counter).
         self.flexible = tuple(i for i, e in enumerate(self.host_events) if not e.pinned)
@@ -178,11 +189,15 @@ class KernelEnv:
         return -max(self.host_events[e].period, 2) & self.cpu.gp_mask
 
     def active_events(self, s: list[int]) -> bool:
-        """atomic_read(&active_events) != 0: some x86 event exists (opened on any CPU).
-
-        It also says whether the core PMU's context is on this CPU's list, which
-        decides whether perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}()."""
+        """atomic_read(&active_events) != 0: some x86 event exists, bound to any CPU (V3;
+        __x86_pmu_event_init() and hw_perf_event_destroy(), arch/x86/events/core.c)."""
         return any(s[o] for o in self.ev_opened)
+
+    def pmu_ctx_here(self, s: list[int]) -> bool:
+        """The core PMU has a perf_event_pmu_context on this CPU's context list: an event bound
+        to this CPU exists (perf_event_open() attaches it at once, find_get_pmu_context()).
+        Only then do perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}() (V18)."""
+        return any(s[o] for o in self.ev_here)
 
     @property
     def cfg(self):  # type: ignore[no-untyped-def]

@@ -17,12 +17,13 @@ from vpmu.kernel.lang import CALL, IRET, WARN, Function, Step
 
 def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
     """perf_ctx_disable() -> x86_pmu_disable(): if enabled, clear cpuc->enabled and
-    disable_all (GLOBAL_CTRL := 0). Until a host event of the core PMU is opened there
-    is no PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
+    disable_all (GLOBAL_CTRL := 0). Until a host event of the core PMU is opened on this CPU
+    there is no PMU context to disable and this does nothing (Sean, seed thread: "one big
+    nop"; V18: an event bound to another CPU does not count here)."""
     cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
 
     def do(s: list[int]) -> None:
-        if s[en] and env.active_events(s):
+        if s[en] and env.pmu_ctx_here(s):
             s[en] = 0
             cpu.wrmsr(s, gc, 0)
 
@@ -35,11 +36,43 @@ def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
     cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
 
     def do(s: list[int]) -> None:
-        if not s[en] and env.active_events(s):
+        if not s[en] and env.pmu_ctx_here(s):
             s[en] = 1
             cpu.wrmsr(s, gc, bits)
 
     return Step(label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2")
+
+
+def x86_pmu_disable_step(env: KernelEnv, label: str = "perf_pmu_disable") -> Step:
+    """perf_pmu_disable(&pmu) on the x86 core PMU itself, not through a context: reaches
+    x86_pmu_disable() whether or not an event of this CPU exists (arch/x86/events/core.c:
+    if cpuc->enabled, clear it and disable_all). For the V18 fix (docs/findings.md F1)."""
+    cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
+
+    def do(s: list[int]) -> None:
+        if s[en]:
+            s[en] = 0
+            cpu.wrmsr(s, gc, 0)
+
+    return Step(label, "perf_pmu_disable(x86 pmu): cpuc->enabled = 0; disable_all()", do, source="V18, F1 fix")
+
+
+def x86_pmu_enable_step(env: KernelEnv, label: str = "perf_pmu_enable") -> Step:
+    """perf_pmu_enable(&pmu) on the x86 core PMU itself: x86_pmu_enable() sets cpuc->enabled
+    and enable_all, with or without an event on this CPU."""
+    cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
+
+    def do(s: list[int]) -> None:
+        if not s[en]:
+            s[en] = 1
+            cpu.wrmsr(s, gc, bits)
+
+    return Step(
+        label,
+        f"perf_pmu_enable(x86 pmu): cpuc->enabled = 1; wrmsr(PERF_GLOBAL_CTRL, {bits:#x})",
+        do,
+        source="V18, F1 fix",
+    )
 
 
 def event_update(env: KernelEnv, s: list[int], e: int) -> None:
@@ -445,6 +478,10 @@ def amd_pmu_reload_virt(env: KernelEnv) -> Function:
     )
 
 
+#: perf.ipi.event values from here on remove event (value - IPI_REMOVE) from the context.
+IPI_REMOVE = 0x100
+
+
 def perf_event_ipi(env: KernelEnv) -> Function:
     """IRQ context for CALL_FUNCTION_SINGLE: another CPU's perf_install_in_context() or
     perf_event_{enable,disable}() for this CPU.
@@ -458,7 +495,13 @@ def perf_event_ipi(env: KernelEnv) -> Function:
 
     def event_function(s: list[int]) -> None:
         e = s[ev_slot]
-        if not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
+        if e >= IPI_REMOVE:  # __perf_remove_from_context(), then the closer frees it
+            e -= IPI_REMOVE
+            if s[env.ev_active[e]]:
+                x86_pmu_stop(env, s, e)
+            s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 0
+            s[env.ev_opened[e]] = 0  # _free_event() -> hw_perf_event_destroy(): active_events--
+        elif not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
             s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 1
             s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
             if not env.host_events[e].pinned:
@@ -482,7 +525,8 @@ def perf_event_ipi(env: KernelEnv) -> Function:
             _x86_pmu_disable(env),
             Step(
                 "event_function",
-                "!installed ? __perf_install_in_context() : enabled ? __perf_event_disable() : "
+                "remove ? __perf_remove_from_context() : !installed ? __perf_install_in_context() : "
+                "enabled ? __perf_event_disable() : "
                 "__perf_event_enable() (ctx_resched(); merge_sched_in() refuses while guest_ctx_loaded)",
                 event_function,
                 source="§2.3 merge_sched_in, H15",
