@@ -368,7 +368,7 @@ def test_keyboard_and_hover(webdriver: WebDriver) -> None:
     tip = wd.js("return document.getElementById('tip').textContent")
     assert tip == (
         "step 46: PMC0 overflowed in host mode; PMI -> NMI\n"
-        "delivered at step 47: NMI delivered: perf_event_nmi_handler()"
+        "delivered at step 47: NMI delivered: default_do_nmi()"
     )
     wd.click("#blk-30")
     assert wd.js(selected) == "30"

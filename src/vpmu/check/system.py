@@ -100,6 +100,8 @@ class System:
             LOCAL_TIMER_VECTOR: compile_program(fns, ENTRIES["timer"]),
         }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
+        # Where the task resumes at VM-exit: an NMI exit's NMI runs there, before anything else (V7).
+        self._after_vmenter = frozenset(pc + 1 for pc, ins in enumerate(self.task.code) if ins.step.kind == VMENTER)
         isa = self.isa = GuestIsa(env)
         env.inject_gp = self._inject_gp
         try:
@@ -228,7 +230,8 @@ class System:
             return out
         if s[self.cpu.mode] and s[self.exits_left] > 0 and not self._deliverable(s):
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
-        if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
+        # A backtrace request waits until every target CPU cleared its bit (one at a time).
+        if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending] and not s[self.env.nmi_backtrace]:
             out.append((NMI, 0))
         if s[self.perf_ops_left] > 0:
             out.extend(self.perf_ops(s))
@@ -286,7 +289,14 @@ class System:
         elif kind == NMI:
             s[self.nmis_left] -= 1
             s[cpu.nmi_pending] = 1
-            rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
+            s[self.env.nmi_backtrace] = 1
+            rec = StepRecord(
+                move,
+                ctx,
+                "NMI",
+                "an unrelated NMI arrives (NMI pending): another CPU's backtrace IPI (this CPU in backtrace_mask)",
+                [],
+            )
         else:
             s[self.perf_ops_left] -= 1
             rec = StepRecord(move, ctx, "timer" if arg == PERF_ROTATE else "IPI", self._perf_op(s, arg), [])
@@ -337,7 +347,10 @@ class System:
         if cpu.host_nmi_deliverable(s):
             cpu.take_nmi(s)
             s[self.nmi_pc] = 0
-            return StepRecord((DELIVER, 0), ctx, "NMI", "NMI delivered: perf_event_nmi_handler()", [])
+            text = "NMI delivered: default_do_nmi()"
+            if cpu.cfg.intel and s[cpu.exit_reason] == V.EXIT_NMI and s[self.task_pc] in self._after_vmenter:
+                text = "NMI delivered: the NMI VM-exit's vmx_handle_nmi() -> vmx_do_nmi_irqoff() -> default_do_nmi()"
+            return StepRecord((DELIVER, 0), ctx, "NMI", text, [])
         vec = cpu.host_irq_deliverable(s)
         cpu.take_irq(s, vec)
         return StepRecord((DELIVER, 0), ctx, "IRQ", self._enter_irq(s, vec), [])
@@ -360,6 +373,8 @@ class System:
         guest = ctx in (GUEST, GUEST_IRQ)
         if self.cpu.skid >= 0 and s[cpu.skid] > 0:
             s[cpu.skid] -= 1
+            if ctx != NMI_CTX:  # an instruction ran: a later NMI is not back to back (nor swallowed)
+                s[self.env.nmi_b2b] = s[self.env.swallow_nmi] = 0
         cond = ins.when is None or ins.when(s)
         next_pc = pc + 1
         n_units = 1
@@ -377,6 +392,7 @@ class System:
             elif st.kind == kvm.INTR:
                 if cond:
                     self._enter_irq(s, s[cpu.exit_vector])
+
             else:
                 if cond and ins.do is not None:
                     ins.do(s)

@@ -14,14 +14,14 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.virt import Cpu
-from vpmu.kernel import kvm, perf
+from vpmu.kernel import kvm, nmi, perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
 #: The program each host context runs.
 ENTRIES = {
     "task": "vcpu_run",
-    "nmi": "perf_event_nmi_handler",
+    "nmi": "default_do_nmi",
     "irq": "kvm_handle_guest_mediated_pmi",
     "ipi": "perf_event_ipi",
     "timer": "perf_mux_hrtimer_handler",
@@ -30,7 +30,7 @@ ENTRIES = {
 UPSTREAM = Design(
     name="upstream",
     summary="The merged mediated vPMU (v6 as applied for the release after 6.19)",
-    builders={**perf.BUILDERS, **kvm.BUILDERS},
+    builders={**perf.BUILDERS, **kvm.BUILDERS, **nmi.BUILDERS},
     source="kernel-mediated-pmu.md §1.2, §1.3, §2.3, §2.4; App. B.1-B.4",
     entries=ENTRIES,
 )
@@ -305,6 +305,47 @@ NO_GLOBAL_CTRL_REFRESH = UPSTREAM.derive(
     notes="A glob: the step exists only when guest writes to PERF_GLOBAL_CTRL are not intercepted.",
 )
 
+NO_NMI_SWALLOW = PERF_STAYS_DISABLED.derive(
+    "no-nmi-swallow",
+    "V6 ablation: perf-stays-disabled with default_do_nmi() lacking the back-to-back swallow heuristic "
+    "(an NMI that handled several events does not excuse the next, empty one)",
+    [Edit("replace", "default_do_nmi", "iret", step=lambda env: nmi.nmi_exit_step(env, swallow_b2b=False))],
+    source="default_do_nmi() (arch/x86/kernel/nmi.c): swallow_nmi, b2b",
+)
+
+
+def _amd_no_nmi_window(env: KernelEnv) -> Step:
+    base = next(st for st in perf.amd_pmu_v2_handle_irq(env).steps if st.label == "done")
+    assert base.do is not None
+    base_do, window = base.do, env.perf_nmi_window
+
+    def do(s: list[int]) -> None:
+        s[window] = 0  # perf_nmi_tstamp never set: every unhandled NMI is NMI_DONE
+        base_do(s)
+
+    return replace(base, text=base.text.replace("return amd_pmu_adjust_nmi_window(handled)", "return handled"), do=do)
+
+
+AMD_NO_NMI_WINDOW = PERF_STAYS_DISABLED.derive(
+    "amd-no-nmi-window",
+    "AMD ablation: perf-stays-disabled with amd_pmu_v2_handle_irq() returning handled as is, without "
+    "amd_pmu_adjust_nmi_window() claiming latent NMIs",
+    [Edit("replace", "amd_pmu_v2_handle_irq", "done", step=_amd_no_nmi_window)],
+    source="amd_pmu_adjust_nmi_window() (arch/x86/events/amd/core.c)",
+)
+
+AMD_NO_OVERFLOW_WAIT = UPSTREAM.derive(
+    "amd-no-overflow-wait",
+    "AMD ablation: amd_pmu_v2_disable_all() does not wait for a pending overflow's NMI "
+    "(no amd_pmu_check_overflow())",
+    [
+        Edit("delete", fn, "amd_pmu_check_overflow*")
+        for fn in ("perf_load_guest_context", "perf_put_guest_context", "perf_event_ipi", "perf_mux_hrtimer_handler")
+    ],
+    source="amd_pmu_v2_disable_all(), amd_pmu_check_overflow() (arch/x86/events/amd/core.c)",
+    notes="The wait exists only on AMD worlds with pmi_skid >= 1; elsewhere this design is upstream.",
+)
+
 
 DESIGNS: dict[str, Design] = {
     d.name: d
@@ -326,6 +367,9 @@ DESIGNS: dict[str, Design] = {
         NO_SCHED_OUT,
         LVTPC_BEFORE_CLEAR_EVENT_RUNNING,
         NO_GLOBAL_CTRL_REFRESH,
+        NO_NMI_SWALLOW,
+        AMD_NO_NMI_WINDOW,
+        AMD_NO_OVERFLOW_WAIT,
     )
 }
 

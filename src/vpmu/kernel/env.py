@@ -88,6 +88,10 @@ class Observer:
     def guest_emulated(self, s: list[int], cpl: int) -> None:
         """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
 
+    def unknown_nmi(self, s: list[int], panic: bool) -> None:
+        """No NMI_LOCAL handler claimed an NMI: unknown_nmi_error() ("Uhhuh. NMI received for
+        unknown reason"), a panic with ``unknown_nmi_panic``."""
+
 
 def _unhandled_gp(s: list[int], why: str) -> None:
     raise VpmuError(f"KVM injected #GP into the guest ({why}) and the guest program has no #GP fixup")
@@ -146,6 +150,18 @@ class KernelEnv:
         # Locals of the PMI handler: the status it read, and cpuc->enabled as it found it.
         self.nmi_status = L.field("perf.nmi.status", "host")
         self.nmi_pmu_enabled = L.field("perf.nmi.pmu_enabled", "host", fmt="bool")
+        # default_do_nmi(): whether some NMI_LOCAL handler claimed this NMI (nmi_handle()'s
+        # sum, a local), and this CPU's bit in backtrace_mask (the backtrace NMI IPI's source,
+        # claimed by nmi_cpu_backtrace_handler(); arch/x86/kernel/nmi.c, lib/nmi_backtrace.c).
+        self.nmi_handled = L.field("nmi.handled", "host", fmt="int")
+        self.nmi_backtrace = L.field("nmi.backtrace_mask", "host", fmt="bool")
+        # The back-to-back NMI heuristic: swallow_nmi (per CPU), and whether the next NMI is
+        # back to back (an NMI was latched at the last NMI's IRET, no instruction ran since).
+        self.swallow_nmi = L.field("nmi.swallow_nmi", "host", fmt="bool")
+        self.nmi_b2b = L.field("nmi.b2b", "host", fmt="bool")
+        # AMD: perf_nmi_tstamp is in the future (a PMI was handled within perf_nmi_window):
+        # amd_pmu_adjust_nmi_window() claims an NMI it did not handle (docs/fidelity.md).
+        self.perf_nmi_window = L.field("perf.nmi_window_open", "host", fmt="bool") if cfg.amd else -1
         # KVM struct kvm_pmu and the vLAPIC (§1, §3.2, App. A.1)
         v = self.vcpu
         self.running_vcpu = L.field("kvm.running_vcpu", "kvm", init=1, fmt="bool")
