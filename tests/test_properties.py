@@ -378,6 +378,18 @@ def test_no_unknown_nmi_fails_on_f1_and_holds_on_the_fix() -> None:
     holds("perf-stays-disabled", world, only)
 
 
+def test_mediated_exclusive_fails_when_the_vm_is_created_beside_the_watchdog() -> None:
+    """H14 (S4): perf_create_mediated_pmu() refuses the first mediated VM while an include-guest
+    event exists (kernel/events/core.c); without that check the VM and the watchdog coexist."""
+    from vpmu.scenarios import load_catalog
+
+    world = load_catalog().select(["S4"])[0].world
+    assert world is not None
+    r = violated("no-mediated-exclusion", world, "mediated-exclusive", 1)
+    assert labels(r) == ["vcpu_run:kvm_arch_vcpu_precreate"]
+    holds("upstream", world)
+
+
 # --- every property is covered; the fix holds everywhere ---------------------------------------
 
 
@@ -474,6 +486,7 @@ COVERED = {
     "no-warn": test_seed_assert_warns_on_amd_without_host_events,
     "event-filter": test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write,
     "no-unknown-nmi": test_no_unknown_nmi_fails_on_f1_and_holds_on_the_fix,
+    "mediated-exclusive": test_mediated_exclusive_fails_when_the_vm_is_created_beside_the_watchdog,
 }
 
 

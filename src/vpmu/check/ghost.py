@@ -224,6 +224,12 @@ class Ghost(Observer):
                     "nmi-handler-hands-off",
                     f"{self.where()} ({touched[0]}) ran in the NMI handler while guest_lvtpc_loaded",
                 )
+        if env.mediated_vm >= 0 and s[env.mediated_vm] and env.nr_include_guest_events(s):
+            self.fail(
+                s,
+                "mediated-exclusive",
+                f"{self.where()}: the mediated VM exists together with an include-guest core event (H14)",
+            )
         self._state_invariants(s)
 
     def _track_owner(self, s: list[int], msr: int, value: int) -> None:

@@ -103,6 +103,11 @@ PROPERTIES: tuple[Property, ...] = (
         "(a panic with unknown_nmi_panic)",
         "V6; default_do_nmi(), unknown_nmi_error() (arch/x86/kernel/nmi.c); F1 (a guest PMI delivered as an NMI)",
     ),
+    Property(
+        "mediated-exclusive",
+        "no include-guest core-PMU event exists while the mediated VM exists (worlds with [vm] lifecycle)",
+        "H14, §2.2, S4; perf_create_mediated_pmu(), mediated_pmu_account_event() (kernel/events/core.c)",
+    ),
 )
 
 BY_NAME = {p.name: p for p in PROPERTIES}

@@ -73,7 +73,7 @@ class System:
         self.world = world
         L = self.layout = Layout()
         self.cpu = Cpu(world.machine, L)
-        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events)
+        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events, lifecycle=world.lifecycle)
         self.props = properties if properties is not None else world.enabled_properties()
         self.ghost = Ghost(env, L, self.props)
         env.obs = self.ghost
@@ -320,6 +320,9 @@ class System:
         if arg == PERF_ROTATE:
             s[cpu.irr] |= 1 << LOCAL_TIMER_VECTOR
             return "perf's multiplexing hrtimer expires: local APIC timer interrupt pending"
+        if PERF_OPEN <= arg < PERF_CLOSE and perf.mediated_pmu_account_event(env, s, arg & 0xFF):
+            name = env.host_events[arg & 0xFF].name
+            return f"another CPU's perf_event_open({name}) fails: -EOPNOTSUPP (a mediated VM exists, H14)"
         if arg >= PERF_OPEN:
             remote = _remote_perf_op(env, s, arg)
             if remote:

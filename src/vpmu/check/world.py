@@ -39,6 +39,10 @@ value and what is allowed. Example::
 
     [check]
     properties = []         # empty: all properties
+
+    [vm]
+    lifecycle = false       # true: VM creation (perf_create_mediated_pmu) and destruction are modelled,
+                            # include-guest (exclude_guest = false) events are allowed
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def check_exit_reason(reason: str, vendor: str, field: str, where: str = "") -> 
         raise ConfigError(field, reason, f"{NO_TIMER_ON_AMD}; allowed on AMD: interrupt", where)
 
 
-TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check")
+TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check", "vm")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class WorldSpec:
     properties: tuple[str, ...] = ()  # empty: all
     description: str = ""
     source: str = ""
+    #: Model the VM's life: perf_create_mediated_pmu() at the first KVM_CREATE_VCPU and
+    #: perf_release_mediated_pmu() at destruction (S4, H14); include-guest events are allowed.
+    lifecycle: bool = False
 
     def enabled_properties(self) -> tuple[str, ...]:
         chosen = self.properties or tuple(p.name for p in P.PROPERTIES)
@@ -174,6 +181,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         lvtpc=lvt,
     )
 
+    vm_t = _table(data, "vm", where)
+    _known(vm_t, ("lifecycle",), "vm.", where)
+    lifecycle = _bool(vm_t.get("lifecycle", False), "vm.lifecycle", where)
+
     events_t = data.get("host_event", [])
     if not isinstance(events_t, list):
         raise ConfigError("host_event", events_t, "must be an array of tables ([[host_event]])", where)
@@ -195,7 +206,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         if ev not in M.EVENT_STREAMS:
             raise ConfigError(pre + "event", ev, f"allowed: {', '.join(M.EVENT_STREAMS)}", where)
         excl = _bool(et.get("exclude_guest", True), pre + "exclude_guest", where)
-        if not excl:
+        if not excl and not lifecycle:
             # H14 (§2.2): the host's events exist before the VM, so perf_create_mediated_pmu()
             # fails and KVM_CREATE_VCPU returns -EBUSY; the other order gets -EOPNOTSUPP.
             raise ConfigError(
@@ -203,7 +214,8 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
                 False,
                 'with an include-guest core event on the host, KVM_CREATE_VCPU fails with -EBUSY ("Failed to '
                 'enable mediated vPMU, try disabling system wide perf events and nmi_watchdog."); an event '
-                "created after the VM gets -EOPNOTSUPP (H14, §2.2); allowed: true",
+                "created after the VM gets -EOPNOTSUPP (H14, §2.2); allowed: true "
+                "(or false with [vm] lifecycle = true)",
                 where,
             )
         counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)
@@ -278,7 +290,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ConfigError("description", desc, "allowed: a string", where)
-    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where)
+    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where, lifecycle)
 
 
 def load_world(path: str | Path) -> WorldSpec:

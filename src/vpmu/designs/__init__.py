@@ -347,6 +347,25 @@ AMD_NO_OVERFLOW_WAIT = UPSTREAM.derive(
 )
 
 
+def _precreate_unchecked(env: KernelEnv) -> Step:
+    vm = env.mediated_vm
+    return Step(
+        "kvm_arch_vcpu_precreate",
+        "perf_create_mediated_pmu() without the nr_include_guest_events check",
+        lambda s: s.__setitem__(vm, 1),
+        source="H14 ablation",
+    )
+
+
+NO_MEDIATED_EXCLUSION = UPSTREAM.derive(
+    "no-mediated-exclusion",
+    "H14 ablation: perf_create_mediated_pmu() creates the mediated VM even while include-guest events exist",
+    [Edit("replace", "vcpu_run", "kvm_arch_vcpu_precreate", step=_precreate_unchecked)],
+    source="kernel-mediated-pmu.md H14, §2.2; perf_create_mediated_pmu() (kernel/events/core.c)",
+    notes="Needs a world with [vm] lifecycle = true (elsewhere vcpu_run has no such step).",
+)
+
+
 DESIGNS: dict[str, Design] = {
     d.name: d
     for d in (
@@ -370,6 +389,7 @@ DESIGNS: dict[str, Design] = {
         NO_NMI_SWALLOW,
         AMD_NO_NMI_WINDOW,
         AMD_NO_OVERFLOW_WAIT,
+        NO_MEDIATED_EXCLUSION,
     )
 }
 

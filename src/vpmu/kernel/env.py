@@ -106,6 +106,8 @@ class KernelEnv:
     vcpu: VcpuSpec
     host_events: tuple[HostEvent, ...] = ()
     obs: Observer = field(default_factory=Observer)
+    #: Model the VM's creation and destruction (perf_create/release_mediated_pmu, S4, H14).
+    lifecycle: bool = False
     #: How the guest takes a #GP KVM injects (kvm_inject_gp): set by whoever runs the guest.
     #: The default treats it as an error in the guest program.
     inject_gp: Callable[[list[int], str], None] = field(default=None)  # type: ignore[assignment]
@@ -144,6 +146,12 @@ class KernelEnv:
             L.field(f"perf.flexible_groups[{n}]", "host", init=e, fmt="int") for n, e in enumerate(self.flexible)
         ]
         self.rotate_necessary = L.field("perf.rotate_necessary", "host", fmt="bool")
+        # H14 (§2.2): include-guest core events (nr_include_guest_events counts the opened
+        # ones) and this VM's share of nr_mediated_pmu_vms (kvm->arch.created_mediated_pmu).
+        self.include_guest = tuple(
+            o for o, e in zip(self.ev_opened, self.host_events, strict=True) if not e.exclude_guest
+        )
+        self.mediated_vm = L.field("kvm.created_mediated_pmu", "kvm", fmt="bool") if self.lifecycle else -1
         self.rotate_event = L.field("perf.rotate.event", "host", fmt="int")  # a local of the rotation
         # The payload of a perf IPI (event_function_call): which event to toggle, -1 none.
         self.ipi_event = L.field("perf.ipi.event", "host", init=-1, fmt="int")
@@ -208,6 +216,10 @@ class KernelEnv:
         """atomic_read(&active_events) != 0: some x86 event exists, bound to any CPU (V3;
         __x86_pmu_event_init() and hw_perf_event_destroy(), arch/x86/events/core.c)."""
         return any(s[o] for o in self.ev_opened)
+
+    def nr_include_guest_events(self, s: list[int]) -> int:
+        """atomic_read(&nr_include_guest_events) (kernel/events/core.c)."""
+        return sum(s[o] for o in self.include_guest)
 
     def pmu_ctx_here(self, s: list[int]) -> bool:
         """The core PMU has a perf_event_pmu_context on this CPU's context list: an event bound

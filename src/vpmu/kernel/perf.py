@@ -111,6 +111,15 @@ def x86_pmu_enable_step(env: KernelEnv, label: str = "perf_pmu_enable") -> Step:
     )
 
 
+def mediated_pmu_account_event(env: KernelEnv, s: list[int], e: int) -> bool:
+    """perf_event_alloc() -> mediated_pmu_account_event() (kernel/events/core.c, v7.0): an
+    include-guest event of the core PMU is refused (-EOPNOTSUPP) while a mediated VM exists.
+    True: refused. Without a modelled VM life the VM always exists."""
+    if env.host_events[e].exclude_guest:
+        return False
+    return env.mediated_vm < 0 or bool(s[env.mediated_vm])
+
+
 def event_update(env: KernelEnv, s: list[int], e: int) -> None:
     """x86_perf_event_update(): fold the counter's advance since prev_count into the count."""
     ctr = env.cpu.pmc + env.host_events[e].counter
