@@ -99,7 +99,7 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "no-unknown-nmi",
-        "every NMI is claimed by some NMI_LOCAL handler: no \"Uhhuh. NMI received for unknown reason\" "
+        'every NMI is claimed by some NMI_LOCAL handler: no "Uhhuh. NMI received for unknown reason" '
         "(a panic with unknown_nmi_panic)",
         "V6; default_do_nmi(), unknown_nmi_error() (arch/x86/kernel/nmi.c); F1 (a guest PMI delivered as an NMI)",
     ),

@@ -68,6 +68,15 @@ class StepRecord:
 
 
 class System:
+    def __new__(cls, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> System:
+        # A world with several pCPUs gets the migration-aware subclass (vpmu.check.smp); a
+        # one-CPU world this class, unchanged.
+        if cls is System and world.cpus > 1:
+            from vpmu.check.smp import SmpSystem
+
+            cls = SmpSystem
+        return super().__new__(cls)
+
     def __init__(self, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> None:
         self.design = design
         self.world = world

@@ -6,6 +6,7 @@ value and what is allowed. Example::
 
     name = "intel-small"
     description = "one GP + one fixed counter, 2-bit wide"
+    cpus = 1                # physical CPUs; with 2 or more the vCPU may migrate (bounds.migrations)
 
     [machine]               # vpmu.config.MachineConfig fields
     vendor = "intel"
@@ -36,6 +37,7 @@ value and what is allowed. Example::
     nmis = 1                # unrelated NMIs
     perf_ops = 0            # host perf operations from another CPU: enable/disable an event,
                             # open one (opened = false), rotate flexible events
+    migrations = 0          # vCPU migrations between pCPUs (cpus > 1)
 
     [check]
     properties = []         # empty: all properties
@@ -81,7 +83,7 @@ def check_exit_reason(reason: str, vendor: str, field: str, where: str = "") -> 
         raise ConfigError(field, reason, f"{NO_TIMER_ON_AMD}; allowed on AMD: interrupt", where)
 
 
-TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check", "vm")
+TOP_KEYS = ("name", "description", "cpus", "machine", "vcpu", "host_event", "guest", "bounds", "check", "vm")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Bounds:
     nmis: int = 1
     perf_ops: int = 0  # host perf operations from another CPU (open, enable/disable, rotate)
     max_depth: int = 0  # 0: unbounded (the programs are finite)
+    migrations: int = 0  # vCPU migrations between pCPUs (worlds with cpus > 1)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ class WorldSpec:
     #: Model the VM's life: perf_create_mediated_pmu() at the first KVM_CREATE_VCPU and
     #: perf_release_mediated_pmu() at destruction (S4, H14); include-guest events are allowed.
     lifecycle: bool = False
+    #: Physical CPUs; the vCPU runs on one at a time and may migrate (vpmu.check.smp).
+    cpus: int = 1
 
     def enabled_properties(self) -> tuple[str, ...]:
         chosen = self.properties or tuple(p.name for p in P.PROPERTIES)
@@ -255,7 +260,21 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     )
 
     bt = _table(data, "bounds", where)
-    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth"), "bounds.", where)
+    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth", "migrations"), "bounds.", where)
+    cpus = _int(data.get("cpus", 1), "cpus", 1, 4, where)
+    migrations = _int(bt.get("migrations", 0), "bounds.migrations", 0, 8, where)
+    if migrations and cpus == 1:
+        raise ConfigError(
+            "bounds.migrations", migrations, "allowed: 0 in a world with one CPU (set cpus = 2 or more)", where
+        )
+    if cpus > 1 and any(e.cpu for e in events):
+        bad = next(e.name for e in events if e.cpu)
+        raise ConfigError(
+            "host_event.cpu",
+            1,
+            f"event {bad!r}: with cpus > 1 every host event is system-wide (an instance on each pCPU); allowed: 0",
+            where,
+        )
     reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
@@ -275,6 +294,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
         perf_ops=perf_ops,
         max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
+        migrations=migrations,
     )
 
     ct = _table(data, "check", where)
@@ -290,7 +310,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ConfigError("description", desc, "allowed: a string", where)
-    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where, lifecycle)
+    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where, lifecycle, cpus)
 
 
 def load_world(path: str | Path) -> WorldSpec:

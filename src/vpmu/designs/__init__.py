@@ -336,8 +336,7 @@ AMD_NO_NMI_WINDOW = PERF_STAYS_DISABLED.derive(
 
 AMD_NO_OVERFLOW_WAIT = UPSTREAM.derive(
     "amd-no-overflow-wait",
-    "AMD ablation: amd_pmu_v2_disable_all() does not wait for a pending overflow's NMI "
-    "(no amd_pmu_check_overflow())",
+    "AMD ablation: amd_pmu_v2_disable_all() does not wait for a pending overflow's NMI (no amd_pmu_check_overflow())",
     [
         Edit("delete", fn, "amd_pmu_check_overflow*")
         for fn in ("perf_load_guest_context", "perf_put_guest_context", "perf_event_ipi", "perf_mux_hrtimer_handler")
