@@ -308,7 +308,9 @@ class System:
             )
         else:
             s[self.perf_ops_left] -= 1
-            rec = StepRecord(move, ctx, "timer" if arg == PERF_ROTATE else "IPI", self._perf_op(s, arg), [])
+            text = self._perf_op(s, arg)
+            label = "timer" if arg == PERF_ROTATE else "IPI" if "IPI" in text else "perf"  # no IPI: other CPU's own
+            rec = StepRecord(move, ctx, label, text, [])
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)
@@ -404,7 +406,6 @@ class System:
             elif st.kind == kvm.INTR:
                 if cond:
                     self._enter_irq(s, s[cpu.exit_vector])
-
             else:
                 if cond and ins.do is not None:
                     ins.do(s)
