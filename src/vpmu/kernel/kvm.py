@@ -951,17 +951,11 @@ def vcpu_run(env: KernelEnv) -> Function:
     if vm >= 0:
         steps += [
             Step(
-                "warn_release",
-                "WARN_ON_ONCE(!atomic_read(&nr_mediated_pmu_vms))",
-                kind=WARN,
-                when=lambda s: not s[vm],
-                when_text="!nr_mediated_pmu_vms",
-                source="perf_release_mediated_pmu() (kernel/events/core.c)",
-            ),
-            Step(
                 "kvm_destroy_vm",
                 "kvm_arch_destroy_vm(): perf_release_mediated_pmu()",
                 lambda s: s.__setitem__(vm, 0),
+                when=lambda s: bool(s[vm]),
+                when_text="kvm->arch.created_mediated_pmu",
                 source="kvm_arch_destroy_vm() (arch/x86/kvm/x86.c), §2.1, H14",
             ),
             Step("end", "exit to userspace; the VM is gone", kind=END),
