@@ -265,7 +265,7 @@ def test_python_file_shows_and_checks(
     assert (d.name, d.base) == ("py-no-gate", "upstream")
     lines = show(capsys, "--design-file", f, "perf_event_nmi_handler")
     assert lines[0].startswith("perf_event_nmi_handler  (py-no-gate, intel-default)")
-    assert step_labels(lines) == ["no_active_events", "handle_irq", "iret"]
+    assert step_labels(lines) == ["no_active_events", "handle_irq"]
     code, (r,) = check_json(capsys, "--design-file", f, "--world", worlds["intel"])
     assert code == 1
     assert (r["design"], r["violation"]["property"], r["depth"]) == ("py-no-gate", "nmi-handler-hands-off", 16)

@@ -15,6 +15,7 @@ design that should satisfy the property on the *same* world.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -281,7 +282,7 @@ def test_lvtpc_route_consistent_upstream_race_on_intel() -> None:
             "NMI",
             "intel_pmu_handle_irq:enable_all",
             "intel_pmu_handle_irq:late_ack",
-            "perf_event_nmi_handler:iret",
+            "default_do_nmi:iret",
             "perf_load_guest_lvtpc:set_flag",
             "kvm_pmu_load_guest_pmcs:load_eventsel0",
         ],
@@ -360,6 +361,35 @@ def test_no_guest_counting_in_host_flag_first_alone() -> None:
     holds("perf-stays-disabled", world)
 
 
+def test_no_unknown_nmi_fails_on_f1_and_holds_on_the_fix() -> None:
+    """F1's user-visible face (V6): after an NMI in the load window rewrote LVTPC to NMI, the
+    guest's counter overflows and its PMI arrives as an NMI; perf_event_nmi_handler() returns
+    NMI_DONE at its guest_lvtpc_loaded gate, no NMI_LOCAL handler claims it, and
+    unknown_nmi_error() (arch/x86/kernel/nmi.c) prints "Uhhuh" or, with unknown_nmi_panic,
+    panics. perf-stays-disabled holds."""
+    world = small_world("intel", nmis=1)
+    only = ("no-unknown-nmi",)
+    r = violated("upstream", world, "no-unknown-nmi", 81, only)  # BFS-shortest
+    assert "Uhhuh. NMI received for unknown reason" in r.message and "Dazed and confused" in r.message
+    assert labels(r)[-2:] == ["perf_event_nmi_handler:guest_lvtpc_gate", "default_do_nmi:iret"]
+    panic = dataclasses.replace(world, machine=dataclasses.replace(world.machine, unknown_nmi_panic=True))
+    r = violated("upstream", panic, "no-unknown-nmi", 81, only)
+    assert "Kernel panic - not syncing: NMI: Not continuing" in r.message
+    holds("perf-stays-disabled", world, only)
+
+
+def test_mediated_exclusive_fails_when_the_vm_is_created_beside_the_watchdog() -> None:
+    """H14 (S4): perf_create_mediated_pmu() refuses the first mediated VM while an include-guest
+    event exists (kernel/events/core.c); without that check the VM and the watchdog coexist."""
+    from vpmu.scenarios import load_catalog
+
+    world = load_catalog().select(["S4"])[0].world
+    assert world is not None
+    r = violated("no-mediated-exclusion", world, "mediated-exclusive", 1)
+    assert labels(r) == ["vcpu_run:kvm_arch_vcpu_precreate"]
+    holds("upstream", world)
+
+
 # --- every property is covered; the fix holds everywhere ---------------------------------------
 
 
@@ -372,7 +402,8 @@ def test_progress_fails_on_a_host_pmi_storm() -> None:
     r = check(System(get_design("upstream"), storm))
     assert (r.verdict, r.prop) == ("violated", "progress")
     assert "every path loops" in r.message
-    assert r.stats.states == 24 and len(r.records) == 23  # the whole (finite) graph, then the loop's last state
+    # the whole (finite) graph, then the loop's last state; the first NMI of the storm is not back to back
+    assert r.stats.states == 30 and len(r.records) == 29
     holds("upstream", world)  # the default period lets the guest finish
 
 
@@ -454,6 +485,8 @@ COVERED = {
     "host-pmi-accounting": test_host_pmi_accounting_host_overflow_to_guest_vector,
     "no-warn": test_seed_assert_warns_on_amd_without_host_events,
     "event-filter": test_event_filter_reenabled_by_a_fixed_ctr_ctrl_write,
+    "no-unknown-nmi": test_no_unknown_nmi_fails_on_f1_and_holds_on_the_fix,
+    "mediated-exclusive": test_mediated_exclusive_fails_when_the_vm_is_created_beside_the_watchdog,
 }
 
 

@@ -367,8 +367,7 @@ def test_keyboard_and_hover(webdriver: WebDriver) -> None:
     wd.hover("#pmi-0 circle.overflow")
     tip = wd.js("return document.getElementById('tip').textContent")
     assert tip == (
-        "step 46: PMC0 overflowed in host mode; PMI -> NMI\n"
-        "delivered at step 47: NMI delivered: perf_event_nmi_handler()"
+        "step 46: PMC0 overflowed in host mode; PMI -> NMI\ndelivered at step 47: NMI delivered: default_do_nmi()"
     )
     wd.click("#blk-30")
     assert wd.js(selected) == "30"

@@ -188,8 +188,8 @@ def first_step(doc: dict[str, Any]) -> dict[str, Any]:
         (lambda d: first_step(d).update(hw=["ok", 3]), "results[0].violation.trace[3].hw[1]: expected a string, got 3"),
         (lambda d: first_step(d).update(move=[0]), "results[0].violation.trace[3].move: expected [kind, arg] integers"),
         (
-            lambda d: first_step(d).update(move=[5, 0]),
-            "results[0].violation.trace[3].move[0]: expected a move kind 0..4",
+            lambda d: first_step(d).update(move=[6, 0]),
+            "results[0].violation.trace[3].move[0]: expected a move kind 0..5",
         ),
         (lambda d: first_step(d).pop("text"), 'results[0].violation.trace[3]: missing key "text"'),
         (lambda d: d["results"][0]["violation"].update(trace={}), "results[0].violation.trace: expected an array"),

@@ -72,6 +72,10 @@ class MachineConfig:
     svme_off_filter: str = "linux"
     #: RDPMC with ECX[31] on an architectural Intel PMU (open point 7, F-1.11.2).
     rdpmc_fast: str = "gp"
+    #: The host kernel's unknown_nmi_panic (or panic_on_unrecovered_nmi) boot parameter: an NMI
+    #: no handler claims panics instead of "Dazed and confused, but trying to continue"
+    #: (unknown_nmi_error(), arch/x86/kernel/nmi.c; V6).
+    unknown_nmi_panic: bool = False
 
     def __post_init__(self) -> None:
         # Vendor-dependent defaults: Intel v5 with one fixed counter, AMD PerfMonV2.
@@ -201,6 +205,7 @@ def _validate(c: MachineConfig) -> None:
     _check_choice("fixed_high_bits", c.fixed_high_bits, FIXED_HIGH_BITS_POLICIES)
     _check_choice("svme_off_filter", c.svme_off_filter, SVME_OFF_POLICIES)
     _check_choice("rdpmc_fast", c.rdpmc_fast, RDPMC_FAST_POLICIES)
+    _check_bool("unknown_nmi_panic", c.unknown_nmi_panic)
     if c.amd and c.status_set_raises_pmi:
         raise ConfigError(
             "status_set_raises_pmi", True, "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)"

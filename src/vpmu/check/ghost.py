@@ -120,6 +120,15 @@ class Ghost(Observer):
                 "loaded; put will overwrite it with the hardware value",
             )
 
+    def unknown_nmi(self, s: list[int], panic: bool) -> None:
+        cpu = 0  # the vCPU's CPU
+        msg = f"{self.where()}: Uhhuh. NMI received for unknown reason 00 on CPU {cpu}."
+        if panic:
+            msg += " Kernel panic - not syncing: NMI: Not continuing (unknown_nmi_panic)"
+        else:
+            msg += " Dazed and confused, but trying to continue"
+        self.fail(s, "no-unknown-nmi", msg)
+
     def guest_pmi(self, s: list[int]) -> None:
         if self.journal is not None:
             self.journal.append(("guest PMI", "delivered", 1, s[self.ref.pmi_pending]))
@@ -215,6 +224,12 @@ class Ghost(Observer):
                     "nmi-handler-hands-off",
                     f"{self.where()} ({touched[0]}) ran in the NMI handler while guest_lvtpc_loaded",
                 )
+        if env.mediated_vm >= 0 and s[env.mediated_vm] and env.nr_include_guest_events(s):
+            self.fail(
+                s,
+                "mediated-exclusive",
+                f"{self.where()}: the mediated VM exists together with an include-guest core event (H14)",
+            )
         self._state_invariants(s)
 
     def _track_owner(self, s: list[int], msr: int, value: int) -> None:

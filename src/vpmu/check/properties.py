@@ -97,6 +97,17 @@ PROPERTIES: tuple[Property, ...] = (
         "in guest mode no counter runs an event the VM's event filter denies",
         "H19; §5.5; v6 24/44 (kvm_mediated_pmu_refresh_event_filter)",
     ),
+    Property(
+        "no-unknown-nmi",
+        'every NMI is claimed by some NMI_LOCAL handler: no "Uhhuh. NMI received for unknown reason" '
+        "(a panic with unknown_nmi_panic)",
+        "V6; default_do_nmi(), unknown_nmi_error() (arch/x86/kernel/nmi.c); F1 (a guest PMI delivered as an NMI)",
+    ),
+    Property(
+        "mediated-exclusive",
+        "no include-guest core-PMU event exists while the mediated VM exists (worlds with [vm] lifecycle)",
+        "H14, §2.2, S4; perf_create_mediated_pmu(), mediated_pmu_account_event() (kernel/events/core.c)",
+    ),
 )
 
 #: Properties of the mediated vPMU's load/put that do not apply to the legacy perf-based vPMU

@@ -43,8 +43,8 @@ CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI perf_install_in_context() / perf_e
 LOCAL_TIMER_VECTOR = 0xEC  # the local APIC timer: hrtimers, incl. perf's multiplexing timer
 Move = tuple[int, int]
 # PERF_OP arguments: an event index toggles it (disable/enable); OPEN + e opens event e on
-# another CPU; ROTATE fires the multiplexing hrtimer.
-PERF_OPEN, PERF_ROTATE = 0x100, 0x200
+# another CPU; CLOSE + e closes it; ROTATE fires the multiplexing hrtimer.
+PERF_OPEN, PERF_ROTATE, PERF_CLOSE = 0x100, 0x200, 0x400
 
 TASK, NMI_CTX, IRQ_CTX, GUEST, GUEST_IRQ = "task", "nmi", "irq", "guest", "guest-irq"
 CONTEXT_LABEL = {
@@ -69,13 +69,24 @@ class StepRecord:
 
 
 class System:
+    def __new__(cls, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> System:
+        # A world with several pCPUs gets the migration-aware subclass (vpmu.check.smp); a
+        # one-CPU world this class, unchanged.
+        if cls is System and world.cpus > 1:
+            from vpmu.check.smp import SmpSystem
+
+            cls = SmpSystem
+        return super().__new__(cls)
+
     def __init__(self, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> None:
         self.design = design
         self.world = world
         L = self.layout = Layout()
         self.cpu = Cpu(world.machine, L)
         legacy = design.vpmu == "legacy"
-        env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events, perf_based=legacy)
+        env = self.env = KernelEnv(
+            self.cpu, L, world.vcpu, world.host_events, perf_based=legacy, lifecycle=world.lifecycle
+        )
         self.props = properties if properties is not None else world.enabled_properties()
         if legacy:  # the mediated load/put's invariants do not apply (properties.MEDIATED_ONLY)
             asked = [p for p in properties or () if p in P.MEDIATED_ONLY]
@@ -109,6 +120,8 @@ class System:
             LOCAL_TIMER_VECTOR: compile_program(fns, ENTRIES["timer"]),
         }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
+        # Where the task resumes at VM-exit: an NMI exit's NMI runs there, before anything else (V7).
+        self._after_vmenter = frozenset(pc + 1 for pc, ins in enumerate(self.task.code) if ins.step.kind == VMENTER)
         isa = self.isa = GuestIsa(env)
         env.inject_gp = self._inject_gp
         try:
@@ -180,7 +193,7 @@ class System:
         for e, ev in enumerate(env.host_events):
             if s[env.ev_active[e]]:
                 s[self.ghost.owner_gp + ev.counter] = 1
-        if env.active_events(s) and cpu.global_ctrl >= 0:
+        if env.pmu_ctx_here(s) and cpu.global_ctrl >= 0:
             cpu.wrmsr(s, env.PERF_GLOBAL_CTRL, env.host_global_enable)
         if cpu.vmcs_guest_pgc >= 0:
             # kvm_pmu_refresh(): the reset value reaches the VMCS via write_global_ctrl (§1.4).
@@ -237,7 +250,8 @@ class System:
             return out
         if s[self.cpu.mode] and s[self.exits_left] > 0 and not self._deliverable(s):
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
-        if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
+        # A backtrace request waits until every target CPU cleared its bit (one at a time).
+        if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending] and not s[self.env.nmi_backtrace]:
             out.append((NMI, 0))
         if s[self.perf_ops_left] > 0:
             out.extend(self.perf_ops(s))
@@ -251,11 +265,13 @@ class System:
         if s[env.ipi_event] >= 0 or self._timer_in_flight(s):
             return []
         out: list[Move] = []
-        for e in range(len(env.host_events)):
+        for e, ev in enumerate(env.host_events):
             if s[env.ev_installed[e]]:
                 out.append((PERF_OP, e))
             elif not s[env.ev_opened[e]]:
                 out.append((PERF_OP, PERF_OPEN + e))
+            if ev.close and s[env.ev_opened[e]] and (ev.cpu or s[env.ev_installed[e]]):
+                out.append((PERF_OP, PERF_CLOSE + e))
         if s[env.rotate_necessary]:
             out.append((PERF_OP, PERF_ROTATE))
         return out
@@ -293,10 +309,19 @@ class System:
         elif kind == NMI:
             s[self.nmis_left] -= 1
             s[cpu.nmi_pending] = 1
-            rec = StepRecord(move, ctx, "NMI", "an unrelated NMI arrives (NMI pending)", [])
+            s[self.env.nmi_backtrace] = 1
+            rec = StepRecord(
+                move,
+                ctx,
+                "NMI",
+                "an unrelated NMI arrives (NMI pending): another CPU's backtrace IPI (this CPU in backtrace_mask)",
+                [],
+            )
         else:
             s[self.perf_ops_left] -= 1
-            rec = StepRecord(move, ctx, "timer" if arg == PERF_ROTATE else "IPI", self._perf_op(s, arg), [])
+            text = self._perf_op(s, arg)
+            label = "timer" if arg == PERF_ROTATE else "IPI" if "IPI" in text else "perf"  # no IPI: other CPU's own
+            rec = StepRecord(move, ctx, label, text, [])
         rec.move = move
         rec.hw = list(cpu.log)
         ghost.after_step(state, s, cpu.log)
@@ -317,10 +342,21 @@ class System:
         if arg == PERF_ROTATE:
             s[cpu.irr] |= 1 << LOCAL_TIMER_VECTOR
             return "perf's multiplexing hrtimer expires: local APIC timer interrupt pending"
-        e = arg - PERF_OPEN if arg >= PERF_OPEN else arg
+        if PERF_OPEN <= arg < PERF_CLOSE and perf.mediated_pmu_account_event(env, s, arg & 0xFF):
+            name = env.host_events[arg & 0xFF].name
+            return f"another CPU's perf_event_open({name}) fails: -EOPNOTSUPP (a mediated VM exists, H14)"
+        if arg >= PERF_OPEN:
+            remote = _remote_perf_op(env, s, arg)
+            if remote:
+                return remote
+        e = arg & 0xFF
         name = env.host_events[e].name
-        s[env.ipi_event] = e
+        s[env.ipi_event] = arg - PERF_CLOSE + perf.IPI_REMOVE if arg >= PERF_CLOSE else e
         s[cpu.irr] |= 1 << CALL_FUNCTION_SINGLE_VECTOR
+        if arg >= PERF_CLOSE:
+            return (
+                f"another CPU closes {name} (perf_event_release_kernel: perf_remove_from_context), remove IPI pending"
+            )
         if arg >= PERF_OPEN:
             s[env.ev_opened[e]] = 1
             return f"another CPU opens {name} (perf_event_open: active_events++), install IPI pending"
@@ -336,7 +372,10 @@ class System:
         if cpu.host_nmi_deliverable(s):
             cpu.take_nmi(s)
             s[self.nmi_pc] = 0
-            return StepRecord((DELIVER, 0), ctx, "NMI", "NMI delivered: perf_event_nmi_handler()", [])
+            text = "NMI delivered: default_do_nmi()"
+            if cpu.cfg.intel and s[cpu.exit_reason] == V.EXIT_NMI and s[self.task_pc] in self._after_vmenter:
+                text = "NMI delivered: the NMI VM-exit's vmx_handle_nmi() -> vmx_do_nmi_irqoff() -> default_do_nmi()"
+            return StepRecord((DELIVER, 0), ctx, "NMI", text, [])
         vec = cpu.host_irq_deliverable(s)
         cpu.take_irq(s, vec)
         return StepRecord((DELIVER, 0), ctx, "IRQ", self._enter_irq(s, vec), [])
@@ -359,6 +398,8 @@ class System:
         guest = ctx in (GUEST, GUEST_IRQ)
         if self.cpu.skid >= 0 and s[cpu.skid] > 0:
             s[cpu.skid] -= 1
+            if ctx != NMI_CTX:  # an instruction ran: a later NMI is not back to back (nor swallowed)
+                s[self.env.nmi_b2b] = s[self.env.swallow_nmi] = 0
         cond = ins.when is None or ins.when(s)
         next_pc = pc + 1
         n_units = 1
@@ -428,3 +469,18 @@ class System:
     # -- helpers for reports -------------------------------------------------------------------------
     def violation(self, s: State) -> int:
         return s[self.ghost.violation]
+
+
+def _remote_perf_op(env: KernelEnv, s: list[int], arg: int) -> str:
+    """Open or close an event bound to another CPU: no IPI reaches this CPU, only the
+    system-wide active_events changes (V3: __x86_pmu_event_init() increments it,
+    hw_perf_event_destroy() decrements it; arch/x86/events/core.c). "" for this CPU's events."""
+    e = arg & 0xFF
+    ev = env.host_events[e]
+    if not ev.cpu:
+        return ""
+    if arg >= PERF_CLOSE:
+        s[env.ev_opened[e]] = 0
+        return f"CPU {ev.cpu} closes {ev.name} (its free: hw_perf_event_destroy(), active_events--)"
+    s[env.ev_opened[e]] = 1
+    return f"CPU {ev.cpu} opens {ev.name} for itself (perf_event_open: __x86_pmu_event_init(), active_events++)"

@@ -6,6 +6,7 @@ value and what is allowed. Example::
 
     name = "intel-small"
     description = "one GP + one fixed counter, 2-bit wide"
+    cpus = 1                # physical CPUs; with 2 or more the vCPU may migrate (bounds.migrations)
 
     [machine]               # vpmu.config.MachineConfig fields
     vendor = "intel"
@@ -21,6 +22,8 @@ value and what is allowed. Example::
     exclude_guest = true
     pinned = true           # false: flexible; flexible events may share a counter (multiplexing)
     opened = true           # false: another CPU opens it later (a perf op)
+    cpu = 0                 # 1: bound to another CPU: never scheduled here, but counts in active_events
+    close = false           # true: another CPU may also close (destroy) it (a perf op)
 
     [guest]
     program = ["wrmsr EVTSEL0 INSTRUCTIONS|OS|USR|INT|EN", "loop 3", "rdpmc 0", "hlt"]
@@ -34,9 +37,14 @@ value and what is allowed. Example::
     nmis = 1                # unrelated NMIs
     perf_ops = 0            # host perf operations from another CPU: enable/disable an event,
                             # open one (opened = false), rotate flexible events
+    migrations = 0          # vCPU migrations between pCPUs (cpus > 1)
 
     [check]
     properties = []         # empty: all properties
+
+    [vm]
+    lifecycle = false       # true: VM creation (perf_create_mediated_pmu) and destruction are modelled,
+                            # include-guest (exclude_guest = false) events are allowed
 """
 
 from __future__ import annotations
@@ -75,7 +83,7 @@ def check_exit_reason(reason: str, vendor: str, field: str, where: str = "") -> 
         raise ConfigError(field, reason, f"{NO_TIMER_ON_AMD}; allowed on AMD: interrupt", where)
 
 
-TOP_KEYS = ("name", "description", "machine", "vcpu", "host_event", "guest", "bounds", "check")
+TOP_KEYS = ("name", "description", "cpus", "machine", "vcpu", "host_event", "guest", "bounds", "check", "vm")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class Bounds:
     nmis: int = 1
     perf_ops: int = 0  # host perf operations from another CPU (open, enable/disable, rotate)
     max_depth: int = 0  # 0: unbounded (the programs are finite)
+    migrations: int = 0  # vCPU migrations between pCPUs (worlds with cpus > 1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,11 @@ class WorldSpec:
     properties: tuple[str, ...] = ()  # empty: all
     description: str = ""
     source: str = ""
+    #: Model the VM's life: perf_create_mediated_pmu() at the first KVM_CREATE_VCPU and
+    #: perf_release_mediated_pmu() at destruction (S4, H14); include-guest events are allowed.
+    lifecycle: bool = False
+    #: Physical CPUs; the vCPU runs on one at a time and may migrate (vpmu.check.smp).
+    cpus: int = 1
 
     def enabled_properties(self) -> tuple[str, ...]:
         chosen = self.properties or tuple(p.name for p in P.PROPERTIES)
@@ -172,6 +186,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         lvtpc=lvt,
     )
 
+    vm_t = _table(data, "vm", where)
+    _known(vm_t, ("lifecycle",), "vm.", where)
+    lifecycle = _bool(vm_t.get("lifecycle", False), "vm.lifecycle", where)
+
     events_t = data.get("host_event", [])
     if not isinstance(events_t, list):
         raise ConfigError("host_event", events_t, "must be an array of tables ([[host_event]])", where)
@@ -181,7 +199,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         pre = f"host_event[{n}]."
         if not isinstance(et, dict):
             raise ConfigError(f"host_event[{n}]", et, "must be a table", where)
-        _known(et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened"), pre, where)
+        _known(
+            et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened", "cpu", "close"), pre, where
+        )
         name = et.get("name", f"event{n}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(pre + "name", name, "allowed: an identifier", where)
@@ -191,7 +211,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         if ev not in M.EVENT_STREAMS:
             raise ConfigError(pre + "event", ev, f"allowed: {', '.join(M.EVENT_STREAMS)}", where)
         excl = _bool(et.get("exclude_guest", True), pre + "exclude_guest", where)
-        if not excl:
+        if not excl and not lifecycle:
             # H14 (§2.2): the host's events exist before the VM, so perf_create_mediated_pmu()
             # fails and KVM_CREATE_VCPU returns -EBUSY; the other order gets -EOPNOTSUPP.
             raise ConfigError(
@@ -199,12 +219,16 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
                 False,
                 'with an include-guest core event on the host, KVM_CREATE_VCPU fails with -EBUSY ("Failed to '
                 'enable mediated vPMU, try disabling system wide perf events and nmi_watchdog."); an event '
-                "created after the VM gets -EOPNOTSUPP (H14, §2.2); allowed: true",
+                "created after the VM gets -EOPNOTSUPP (H14, §2.2); allowed: true "
+                "(or false with [vm] lifecycle = true)",
                 where,
             )
         counter = _int(et.get("counter", n), pre + "counter", 0, machine.num_gp - 1, where)
         pinned = _bool(et.get("pinned", True), pre + "pinned", where)
-        if counter in used and (pinned or used[counter]):
+        ev_cpu = _int(et.get("cpu", 0), pre + "cpu", 0, 1, where)
+        if ev_cpu:  # another CPU's counters are its own
+            counter = 0
+        elif counter in used and (pinned or used[counter]):
             raise ConfigError(
                 pre + "counter",
                 counter,
@@ -212,12 +236,14 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
                 "share one (perf multiplexes them)",
                 where,
             )
-        used[counter] = used.get(counter, False) or pinned
+        if not ev_cpu:
+            used[counter] = used.get(counter, False) or pinned
         # perf's default for counting events: x86_pmu.max_period = cntval_mask >> 1.
         max_period = (1 << (machine.gp_width - 1)) - 1
         period = _int(et.get("period", max_period), pre + "period", 1, (1 << machine.gp_width) - 1, where)
         opened = _bool(et.get("opened", True), pre + "opened", where)
-        events.append(HostEvent(name, ev, excl, pinned, period, counter, opened))
+        close = _bool(et.get("close", False), pre + "close", where)
+        events.append(HostEvent(name, ev, excl, pinned, period, counter, opened, ev_cpu, close))
 
     gt = _table(data, "guest", where)
     _known(gt, ("program", "ack", "enable", "rearm"), "guest.", where)
@@ -234,17 +260,32 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     )
 
     bt = _table(data, "bounds", where)
-    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth"), "bounds.", where)
+    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth", "migrations"), "bounds.", where)
+    cpus = _int(data.get("cpus", 1), "cpus", 1, 4, where)
+    migrations = _int(bt.get("migrations", 0), "bounds.migrations", 0, 8, where)
+    if migrations and cpus == 1:
+        raise ConfigError(
+            "bounds.migrations", migrations, "allowed: 0 in a world with one CPU (set cpus = 2 or more)", where
+        )
+    if cpus > 1 and any(e.cpu for e in events):
+        bad = next(e.name for e in events if e.cpu)
+        raise ConfigError(
+            "host_event.cpu",
+            1,
+            f"event {bad!r}: with cpus > 1 every host event is system-wide (an instance on each pCPU); allowed: 0",
+            where,
+        )
     reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
     perf_ops = _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where)
-    unopened = [e.name for e in events if not e.opened]
+    unopened = [e.name for e in events if not e.opened or e.close]
     if unopened and perf_ops == 0:
         raise ConfigError(
             "bounds.perf_ops",
             0,
-            f"host event {unopened[0]!r} has opened = false, and only a perf operation opens it; allowed: 1 to 16",
+            f"host event {unopened[0]!r} has opened = false or close = true, and only a perf operation opens "
+            "or closes it; allowed: 1 to 16",
             where,
         )
     bounds = Bounds(
@@ -253,6 +294,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
         perf_ops=perf_ops,
         max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
+        migrations=migrations,
     )
 
     ct = _table(data, "check", where)
@@ -268,7 +310,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ConfigError("description", desc, "allowed: a string", where)
-    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where)
+    return WorldSpec(name, machine, vcpu, tuple(events), guest, bounds, props, desc, where, lifecycle, cpus)
 
 
 def load_world(path: str | Path) -> WorldSpec:

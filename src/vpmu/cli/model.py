@@ -83,6 +83,7 @@ def cmd_worlds(args: argparse.Namespace) -> int:
         print(
             f"{w.name}  ({m.vendor}, PMU {m.pmu_version}, {m.num_gp} GP x {m.gp_width} bits"
             + (f", {m.num_fixed} fixed" if m.num_fixed else "")
+            + (f", {w.cpus} pCPUs, {w.bounds.migrations} vCPU migrations" if w.cpus > 1 else "")
             + ")"
         )
         if args.world or args.verbose:

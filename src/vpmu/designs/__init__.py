@@ -14,14 +14,14 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
 from vpmu.hw.virt import Cpu
-from vpmu.kernel import kvm, kvm_legacy, perf
+from vpmu.kernel import kvm, kvm_legacy, nmi, perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import WARN, Action, Design, Edit, Function, Step
 
 #: The program each host context runs.
 ENTRIES = {
     "task": "vcpu_run",
-    "nmi": "perf_event_nmi_handler",
+    "nmi": "default_do_nmi",
     "irq": "kvm_handle_guest_mediated_pmi",
     "ipi": "perf_event_ipi",
     "timer": "perf_mux_hrtimer_handler",
@@ -30,7 +30,7 @@ ENTRIES = {
 UPSTREAM = Design(
     name="upstream",
     summary="The merged mediated vPMU as released in Linux v7.0 (v6 as applied; anchors: vpmu source check)",
-    builders={**perf.BUILDERS, **kvm.BUILDERS},
+    builders={**perf.BUILDERS, **kvm.BUILDERS, **nmi.BUILDERS},
     source="kernel-mediated-pmu.md §1.2, §1.3, §2.3, §2.4; App. B.1-B.4; Linux v7.0 (src/vpmu/source/anchors.py)",
     entries=ENTRIES,
 )
@@ -197,6 +197,21 @@ PERF_STAYS_DISABLED = FLAG_FIRST.derive(
     notes="PeterZ's suggestion in the seed thread (an empty PMU should leave GLOBAL_CTRL at 0), made "
     "robust against NMIs by keeping cpuc->enabled clear; KVM still clears PERF_GLOBAL_CTRL itself.",
 )
+PERF_PMU_DISABLED = FLAG_FIRST.derive(
+    "perf-pmu-disabled",
+    "Proposed fix (V18): flag-first, and perf_load_guest_context() disables the x86 PMU itself "
+    "(perf_pmu_disable, cpuc->enabled = 0) whether or not this CPU has an x86 event, until "
+    "perf_put_guest_context() enables it again",
+    [
+        Edit("insert_before", "perf_load_guest_context", "perf_ctx_disable", step=perf.x86_pmu_disable_step),
+        Edit("delete", "perf_load_guest_context", "perf_ctx_enable"),
+        Edit("insert_after", "perf_put_guest_context", "perf_ctx_enable", step=perf.x86_pmu_enable_step),
+    ],
+    source="verified-facts.md V18; docs/findings.md F1: perf_ctx_{disable,enable}() reach the x86 PMU only "
+    "through a context of this CPU, so perf-stays-disabled leaves cpuc->enabled = 1 when the only x86 "
+    "event is bound to another CPU",
+    notes="Holds on a world whose only host event is on another CPU, where perf-stays-disabled does not.",
+)
 
 # --- ablations used to show each property can fail -------------------------------------------
 
@@ -290,6 +305,65 @@ NO_GLOBAL_CTRL_REFRESH = UPSTREAM.derive(
     notes="A glob: the step exists only when guest writes to PERF_GLOBAL_CTRL are not intercepted.",
 )
 
+NO_NMI_SWALLOW = PERF_STAYS_DISABLED.derive(
+    "no-nmi-swallow",
+    "V6 ablation: perf-stays-disabled with default_do_nmi() lacking the back-to-back swallow heuristic "
+    "(an NMI that handled several events does not excuse the next, empty one)",
+    [Edit("replace", "default_do_nmi", "iret", step=lambda env: nmi.nmi_exit_step(env, swallow_b2b=False))],
+    source="default_do_nmi() (arch/x86/kernel/nmi.c): swallow_nmi, b2b",
+)
+
+
+def _amd_no_nmi_window(env: KernelEnv) -> Step:
+    base = next(st for st in perf.amd_pmu_v2_handle_irq(env).steps if st.label == "done")
+    assert base.do is not None
+    base_do, window = base.do, env.perf_nmi_window
+
+    def do(s: list[int]) -> None:
+        s[window] = 0  # perf_nmi_tstamp never set: every unhandled NMI is NMI_DONE
+        base_do(s)
+
+    return replace(base, text=base.text.replace("return amd_pmu_adjust_nmi_window(handled)", "return handled"), do=do)
+
+
+AMD_NO_NMI_WINDOW = PERF_STAYS_DISABLED.derive(
+    "amd-no-nmi-window",
+    "AMD ablation: perf-stays-disabled with amd_pmu_v2_handle_irq() returning handled as is, without "
+    "amd_pmu_adjust_nmi_window() claiming latent NMIs",
+    [Edit("replace", "amd_pmu_v2_handle_irq", "done", step=_amd_no_nmi_window)],
+    source="amd_pmu_adjust_nmi_window() (arch/x86/events/amd/core.c)",
+)
+
+AMD_NO_OVERFLOW_WAIT = UPSTREAM.derive(
+    "amd-no-overflow-wait",
+    "AMD ablation: amd_pmu_v2_disable_all() does not wait for a pending overflow's NMI (no amd_pmu_check_overflow())",
+    [
+        Edit("delete", fn, "amd_pmu_check_overflow*")
+        for fn in ("perf_load_guest_context", "perf_put_guest_context", "perf_event_ipi", "perf_mux_hrtimer_handler")
+    ],
+    source="amd_pmu_v2_disable_all(), amd_pmu_check_overflow() (arch/x86/events/amd/core.c)",
+    notes="The wait exists only on AMD worlds with pmi_skid >= 1; elsewhere this design is upstream.",
+)
+
+
+def _precreate_unchecked(env: KernelEnv) -> Step:
+    vm = env.mediated_vm
+    return Step(
+        "kvm_arch_vcpu_precreate",
+        "perf_create_mediated_pmu() without the nr_include_guest_events check",
+        lambda s: s.__setitem__(vm, 1),
+        source="H14 ablation",
+    )
+
+
+NO_MEDIATED_EXCLUSION = UPSTREAM.derive(
+    "no-mediated-exclusion",
+    "H14 ablation: perf_create_mediated_pmu() creates the mediated VM even while include-guest events exist",
+    [Edit("replace", "vcpu_run", "kvm_arch_vcpu_precreate", step=_precreate_unchecked)],
+    source="kernel-mediated-pmu.md H14, §2.2; perf_create_mediated_pmu() (kernel/events/core.c)",
+    notes="Needs a world with [vm] lifecycle = true (elsewhere vcpu_run has no such step).",
+)
+
 
 DESIGNS: dict[str, Design] = {
     d.name: d
@@ -300,6 +374,7 @@ DESIGNS: dict[str, Design] = {
         LVTPC_BEFORE_CLEAR,
         FLAG_FIRST,
         PERF_STAYS_DISABLED,
+        PERF_PMU_DISABLED,
         NO_CLEAR,
         NO_NMI_GATE,
         PUT_KEEPS_EVENTSEL,
@@ -310,6 +385,10 @@ DESIGNS: dict[str, Design] = {
         NO_SCHED_OUT,
         LVTPC_BEFORE_CLEAR_EVENT_RUNNING,
         NO_GLOBAL_CTRL_REFRESH,
+        NO_NMI_SWALLOW,
+        AMD_NO_NMI_WINDOW,
+        AMD_NO_OVERFLOW_WAIT,
+        NO_MEDIATED_EXCLUSION,
     )
 }
 

@@ -124,7 +124,14 @@ class Cpu(Apic):
         if self.cfg.transition_cycles:  # open point 3 (F-4.3.2)
             self.retire(s, True, 0, instructions=0, cycles=self.cfg.transition_cycles)
         s[self.exit_reason] = reason
-        if reason == EXIT_EXTINT:
+        if reason == EXIT_NMI:
+            # The NMI is not delivered through the IDT; KVM runs the host handler right after
+            # the exit (vmx_vcpu_enter_exit -> vmx_handle_nmi -> vmx_do_nmi_irqoff, V7,
+            # F-4.4.1), before any other host code: the model keeps it pending with no skid, so
+            # it is taken before the vCPU task's next step.
+            if self.skid >= 0:
+                s[self.skid] = 0
+        elif reason == EXIT_EXTINT:
             irr = s[self.irr]  # acknowledge on exit takes the highest pending vector
             vec = irr.bit_length() - 1 if irr else 0
             self.take_irq(s, vec)

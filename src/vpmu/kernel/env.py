@@ -39,6 +39,13 @@ class HostEvent:
     #: False: the event does not exist at boot; another CPU opens it (perf_event_open) when the
     #: checker chooses, within bounds.perf_ops.
     opened: bool = True
+    #: The CPU the event is bound to: 0 is the vCPU's CPU (the one modelled), 1 another CPU.
+    #: An event on another CPU is never scheduled here; it only exists, and so counts in the
+    #: system-wide active_events (__x86_pmu_event_init() to hw_perf_event_destroy(), V3).
+    cpu: int = 0
+    #: True: another CPU may also close the event (perf_event_release_kernel(): removed from its
+    #: context, then freed; the free drops active_events), within bounds.perf_ops.
+    close: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ class Observer:
     def guest_emulated(self, s: list[int], cpl: int) -> None:
         """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
 
+    def unknown_nmi(self, s: list[int], panic: bool) -> None:
+        """No NMI_LOCAL handler claimed an NMI: unknown_nmi_error() ("Uhhuh. NMI received for
+        unknown reason"), a panic with ``unknown_nmi_panic``."""
+
 
 def _unhandled_gp(s: list[int], why: str) -> None:
     raise VpmuError(f"KVM injected #GP into the guest ({why}) and the guest program has no #GP fixup")
@@ -95,6 +106,8 @@ class KernelEnv:
     vcpu: VcpuSpec
     host_events: tuple[HostEvent, ...] = ()
     obs: Observer = field(default_factory=Observer)
+    #: Model the VM's creation and destruction (perf_create/release_mediated_pmu, S4, H14).
+    lifecycle: bool = False
     #: How the guest takes a #GP KVM injects (kvm_inject_gp): set by whoever runs the guest.
     #: The default treats it as an error in the guest program.
     inject_gp: Callable[[list[int], str], None] = field(default=None)  # type: ignore[assignment]
@@ -120,11 +133,15 @@ class KernelEnv:
         self.ev_installed: list[int] = []
         for e in self.host_events:
             on = int(e.opened)
+            here = on if e.cpu == 0 else 0  # an event on another CPU never joins this CPU's context
             self.ev_active.append(L.field(f"perf.{e.name}.active", "host", fmt="bool"))  # boot schedules in
             self.ev_prev.append(L.field(f"perf.{e.name}.prev_count", "host"))
-            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=on, fmt="bool"))
+            self.ev_enabled.append(L.field(f"perf.{e.name}.enabled", "host", init=here, fmt="bool"))
             self.ev_opened.append(L.field(f"perf.{e.name}.opened", "host", init=on, fmt="bool"))
-            self.ev_installed.append(L.field(f"perf.{e.name}.installed", "host", init=on, fmt="bool"))
+            self.ev_installed.append(L.field(f"perf.{e.name}.installed", "host", init=here, fmt="bool"))
+        # Events of this CPU's context (perf_ctx_{disable,enable}() reach the x86 PMU only through
+        # them, V18) and all of them (active_events is system-wide, V3).
+        self.ev_here = tuple(o for o, e in zip(self.ev_opened, self.host_events, strict=True) if e.cpu == 0)
         # Flexible events in the context's flexible_groups order (rotation moves one to the
         # tail), and epc->rotate_necessary (a flexible event found no free counter).
         self.flexible = tuple(i for i, e in enumerate(self.host_events) if not e.pinned)
@@ -132,12 +149,30 @@ class KernelEnv:
             L.field(f"perf.flexible_groups[{n}]", "host", init=e, fmt="int") for n, e in enumerate(self.flexible)
         ]
         self.rotate_necessary = L.field("perf.rotate_necessary", "host", fmt="bool")
+        # H14 (§2.2): include-guest core events (nr_include_guest_events counts the opened
+        # ones) and this VM's share of nr_mediated_pmu_vms (kvm->arch.created_mediated_pmu).
+        self.include_guest = tuple(
+            o for o, e in zip(self.ev_opened, self.host_events, strict=True) if not e.exclude_guest
+        )
+        self.mediated_vm = L.field("kvm.created_mediated_pmu", "kvm", fmt="bool") if self.lifecycle else -1
         self.rotate_event = L.field("perf.rotate.event", "host", fmt="int")  # a local of the rotation
         # The payload of a perf IPI (event_function_call): which event to toggle, -1 none.
         self.ipi_event = L.field("perf.ipi.event", "host", init=-1, fmt="int")
         # Locals of the PMI handler: the status it read, and cpuc->enabled as it found it.
         self.nmi_status = L.field("perf.nmi.status", "host")
         self.nmi_pmu_enabled = L.field("perf.nmi.pmu_enabled", "host", fmt="bool")
+        # default_do_nmi(): whether some NMI_LOCAL handler claimed this NMI (nmi_handle()'s
+        # sum, a local), and this CPU's bit in backtrace_mask (the backtrace NMI IPI's source,
+        # claimed by nmi_cpu_backtrace_handler(); arch/x86/kernel/nmi.c, lib/nmi_backtrace.c).
+        self.nmi_handled = L.field("nmi.handled", "host", fmt="int")
+        self.nmi_backtrace = L.field("nmi.backtrace_mask", "host", fmt="bool")
+        # The back-to-back NMI heuristic: swallow_nmi (per CPU), and whether the next NMI is
+        # back to back (an NMI was latched at the last NMI's IRET, no instruction ran since).
+        self.swallow_nmi = L.field("nmi.swallow_nmi", "host", fmt="bool")
+        self.nmi_b2b = L.field("nmi.b2b", "host", fmt="bool")
+        # AMD: perf_nmi_tstamp is in the future (a PMI was handled within perf_nmi_window):
+        # amd_pmu_adjust_nmi_window() claims an NMI it did not handle (docs/fidelity.md).
+        self.perf_nmi_window = L.field("perf.nmi_window_open", "host", fmt="bool") if cfg.amd else -1
         # KVM struct kvm_pmu and the vLAPIC (§1, §3.2, App. A.1)
         v = self.vcpu
         self.running_vcpu = L.field("kvm.running_vcpu", "kvm", init=1, fmt="bool")
@@ -206,10 +241,8 @@ class KernelEnv:
         return -max(self.host_events[e].period, 2) & self.cpu.gp_mask
 
     def active_events(self, s: list[int]) -> bool:
-        """atomic_read(&active_events) != 0: some x86 event exists (opened on any CPU).
-
-        It also says whether the core PMU's context is on this CPU's list, which
-        decides whether perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}()."""
+        """atomic_read(&active_events) != 0: some x86 event exists, bound to any CPU (V3;
+        __x86_pmu_event_init() and hw_perf_event_destroy(), arch/x86/events/core.c)."""
         if any(s[o] for o in self.ev_opened):
             return True
         # Legacy vPMU: KVM's perf events count too (x86_reserve_hardware at creation).
@@ -236,6 +269,16 @@ class KernelEnv:
         if self.perf_based and self.cpu.cfg.intel:
             return self.host_global_enable & ~s[self.cpuc_guest_mask]
         return self.host_global_enable
+
+    def nr_include_guest_events(self, s: list[int]) -> int:
+        """atomic_read(&nr_include_guest_events) (kernel/events/core.c)."""
+        return sum(s[o] for o in self.include_guest)
+
+    def pmu_ctx_here(self, s: list[int]) -> bool:
+        """The core PMU has a perf_event_pmu_context on this CPU's context list: an event bound
+        to this CPU exists (perf_event_open() attaches it at once, find_get_pmu_context()).
+        Only then do perf_ctx_{disable,enable}() reach x86_pmu_{disable,enable}() (V18)."""
+        return any(s[o] for o in self.ev_here)
 
     @property
     def cfg(self):  # type: ignore[no-untyped-def]

@@ -925,7 +925,24 @@ def vcpu_run(env: KernelEnv) -> Function:
             if s[env.ev_active[e]]:
                 perf.event_update(env, s, e)
 
-    steps: list[Step] = [
+    steps: list[Step] = []
+    vm = env.mediated_vm
+    if vm >= 0:
+        steps.append(
+            Step(
+                "kvm_arch_vcpu_precreate",
+                "if (perf_create_mediated_pmu()) goto create_failed;  // -EBUSY: nr_include_guest_events",
+                lambda s: s.__setitem__(vm, 1),
+                when=lambda s: not env.nr_include_guest_events(s),
+                when_text="!atomic_read(&nr_include_guest_events)",
+                source="kvm_arch_vcpu_precreate() (arch/x86/kvm/x86.c), perf_create_mediated_pmu() "
+                "(kernel/events/core.c), §2.1, §2.2, H14",
+            )
+        )
+        steps.append(
+            Step("created", "", when=lambda s: not s[vm], when_text="!created_mediated_pmu", goto="create_failed")
+        )
+    steps += [
         Step("enter_guest", "vcpu_enter_guest(vcpu)", kind=CALL, call="vcpu_enter_guest", source="§1.1"),
         Step("again", "", when=lambda s: not s[env.guest_done], when_text="!guest halted", goto="enter_guest"),
         Step(
@@ -935,8 +952,29 @@ def vcpu_run(env: KernelEnv) -> Function:
             source="§2.6",
         ),
         Step("perf_read", "perf_event_read() of every host event", final_read, source="host isolation"),
-        Step("end", "exit to userspace", kind=END),
     ]
+    if vm >= 0:
+        steps += [
+            Step(
+                "kvm_destroy_vm",
+                "kvm_arch_destroy_vm(): perf_release_mediated_pmu()",
+                lambda s: s.__setitem__(vm, 0),
+                when=lambda s: bool(s[vm]),
+                when_text="kvm->arch.created_mediated_pmu",
+                source="kvm_arch_destroy_vm() (arch/x86/kvm/x86.c), §2.1, H14",
+            ),
+            Step("end", "exit to userspace; the VM is gone", kind=END),
+            Step(
+                "create_failed",
+                'pr_warn_ratelimited("Failed to enable mediated vPMU, try disabling system wide perf events '
+                'and nmi_watchdog."); KVM_CREATE_VCPU returns -EBUSY',
+                lambda s: None,
+                source="kvm_arch_vcpu_precreate() (arch/x86/kvm/x86.c), S4",
+            ),
+            Step("end_failed", "exit to userspace: no vCPU", kind=END),
+        ]
+    else:
+        steps.append(Step("end", "exit to userspace", kind=END))
     return Function("vcpu_run", tuple(steps), doc="The vCPU thread.", source="§1.1")
 
 

@@ -32,6 +32,7 @@ IRET = "iret"  # return from an interrupt handler context
 END = "end"  # the context's program is finished
 WARN = "warn"  # WARN_ON_ONCE(cond): fires when cond holds
 LOOP = "loop"  # guest loop: retires ``arg`` slot's remaining instructions, in chunks
+RETURN = "return"  # a goto target: the end of the function (its caller continues)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,9 @@ def compile_program(fns: Mapping[str, Function], entry: str, max_depth: int = 16
             if st.goto:
                 pending.append((len(code) - 1, st.goto))
         for pc, label in pending:
+            if label == RETURN and label not in labels:  # return from an inlined function: its end
+                code[pc] = replace(code[pc], target=len(code))
+                continue
             if label not in labels:
                 raise VpmuError(f"function {name!r}: goto {label!r} names no step; labels: {', '.join(fn.labels())}")
             code[pc] = replace(code[pc], target=labels[label])

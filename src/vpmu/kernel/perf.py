@@ -12,21 +12,58 @@ from __future__ import annotations
 
 from vpmu.hw import msr as M
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, IRET, WARN, Function, Step
+from vpmu.kernel.lang import CALL, IRET, RETURN, WARN, Function, Step
 
 
 def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
     """perf_ctx_disable() -> x86_pmu_disable(): if enabled, clear cpuc->enabled and
-    disable_all (GLOBAL_CTRL := 0). Until a host event of the core PMU is opened there
-    is no PMU context to disable and this does nothing (Sean, seed thread: "one big nop")."""
+    disable_all (GLOBAL_CTRL := 0). Until a host event of the core PMU is opened on this CPU
+    there is no PMU context to disable and this does nothing (Sean, seed thread: "one big
+    nop"; V18: an event bound to another CPU does not count here)."""
     cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
 
     def do(s: list[int]) -> None:
-        if s[en] and env.active_events(s):
+        if s[en] and env.pmu_ctx_here(s):
             s[en] = 0
             cpu.wrmsr(s, gc, 0)
 
     return Step(label, "x86_pmu_disable(): wrmsr(PERF_GLOBAL_CTRL, 0)", do, source="§2.3 step 3")
+
+
+def amd_pmu_check_overflow(env: KernelEnv) -> Step:
+    """amd_pmu_v2_disable_all() -> amd_pmu_check_overflow() (arch/x86/events/amd/core.c): after
+    GlobalCtl = 0, wait while an active counter's GlobalStatus bit is set, so that the NMI its
+    overflow raised runs (and resets it) before perf goes on; up to 50 us, then give up. The
+    model spins while that NMI is pending (its delivery may skid, pmi_skid); without a pending
+    NMI the wait would time out, and it goes on at once. amd_pmu_disable_event()'s
+    amd_pmu_wait_on_overflow() after x86_pmu_stop() needs no step of its own here: the model
+    stops events only after this disable (GlobalCtl = 0, so no new overflow)."""
+    cpu, gs = env.cpu, env.cpu.global_status
+
+    def waiting(s: list[int]) -> bool:
+        if not s[cpu.nmi_pending]:
+            return False
+        status = s[gs]
+        return any(s[env.ev_active[e]] and (status >> ev.counter) & 1 for e, ev in enumerate(env.host_events))
+
+    return Step(
+        "amd_pmu_check_overflow",
+        "udelay(1)  // amd_pmu_wait_on_overflow(idx): the overflow's NMI has not run yet",
+        when=waiting,
+        when_text="an active counter's GlobalStatus bit is set (amd_pmu_test_overflow_status)",
+        goto="amd_pmu_check_overflow",
+        source="amd_pmu_v2_disable_all(), amd_pmu_check_overflow() (arch/x86/events/amd/core.c)",
+    )
+
+
+def _x86_pmu_disable_steps(env: KernelEnv, label: str = "perf_ctx_disable") -> tuple[Step, ...]:
+    """x86_pmu_disable(), and on AMD the wait for a pending overflow's NMI in its disable_all.
+    Without PMI skid a pending NMI is taken before any next step, so the wait can never spin:
+    the step is left out there (the checker pays nothing for it)."""
+    disable = _x86_pmu_disable(env, label)
+    if env.cpu.cfg.amd and env.cpu.cfg.pmi_skid:
+        return (disable, amd_pmu_check_overflow(env))
+    return (disable,)
 
 
 def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
@@ -35,11 +72,52 @@ def _x86_pmu_enable(env: KernelEnv, label: str = "perf_ctx_enable") -> Step:
     cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
 
     def do(s: list[int]) -> None:
-        if not s[en] and env.active_events(s):
+        if not s[en] and env.pmu_ctx_here(s):
             s[en] = 1
             cpu.wrmsr(s, gc, env.enable_all_bits(s))
 
     return Step(label, f"x86_pmu_enable(): wrmsr(PERF_GLOBAL_CTRL, {bits:#x})", do, source="§2.3 step 7, H2")
+
+
+def x86_pmu_disable_step(env: KernelEnv, label: str = "perf_pmu_disable") -> Step:
+    """perf_pmu_disable(&pmu) on the x86 core PMU itself, not through a context: reaches
+    x86_pmu_disable() whether or not an event of this CPU exists (arch/x86/events/core.c:
+    if cpuc->enabled, clear it and disable_all). For the V18 fix (docs/findings.md F1)."""
+    cpu, en, gc = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL
+
+    def do(s: list[int]) -> None:
+        if s[en]:
+            s[en] = 0
+            cpu.wrmsr(s, gc, 0)
+
+    return Step(label, "perf_pmu_disable(x86 pmu): cpuc->enabled = 0; disable_all()", do, source="V18, F1 fix")
+
+
+def x86_pmu_enable_step(env: KernelEnv, label: str = "perf_pmu_enable") -> Step:
+    """perf_pmu_enable(&pmu) on the x86 core PMU itself: x86_pmu_enable() sets cpuc->enabled
+    and enable_all, with or without an event on this CPU."""
+    cpu, en, gc, bits = env.cpu, env.cpuc_enabled, env.PERF_GLOBAL_CTRL, env.host_global_enable
+
+    def do(s: list[int]) -> None:
+        if not s[en]:
+            s[en] = 1
+            cpu.wrmsr(s, gc, bits)
+
+    return Step(
+        label,
+        f"perf_pmu_enable(x86 pmu): cpuc->enabled = 1; wrmsr(PERF_GLOBAL_CTRL, {bits:#x})",
+        do,
+        source="V18, F1 fix",
+    )
+
+
+def mediated_pmu_account_event(env: KernelEnv, s: list[int], e: int) -> bool:
+    """perf_event_alloc() -> mediated_pmu_account_event() (kernel/events/core.c, v7.0): an
+    include-guest event of the core PMU is refused (-EOPNOTSUPP) while a mediated VM exists.
+    True: refused. Without a modelled VM life the VM always exists."""
+    if env.host_events[e].exclude_guest:
+        return False
+    return env.mediated_vm < 0 or bool(s[env.mediated_vm])
 
 
 def event_update(env: KernelEnv, s: list[int], e: int) -> None:
@@ -167,7 +245,7 @@ def perf_load_guest_context(env: KernelEnv) -> Function:
                 when_text="guest_ctx_loaded",
                 source="§2.3 load step 2",
             ),
-            _x86_pmu_disable(env),
+            *_x86_pmu_disable_steps(env),
             _sched_out(env),
             _x86_pmu_enable(env),
             flag_step("set_loaded", loaded, 1, "__this_cpu_write(guest_ctx_loaded, true)", "§2.3 step 8"),
@@ -190,7 +268,7 @@ def perf_put_guest_context(env: KernelEnv) -> Function:
                 when_text="!guest_ctx_loaded",
                 source="§2.3 put step 1",
             ),
-            _x86_pmu_disable(env),
+            *_x86_pmu_disable_steps(env),
             _sched_in(env),
             _x86_pmu_enable(env),
             flag_step("clear_loaded", loaded, 0, "__this_cpu_write(guest_ctx_loaded, false)", "§2.3 put step 6"),
@@ -242,7 +320,8 @@ def perf_put_guest_lvtpc(env: KernelEnv) -> Function:
 
 
 def perf_event_nmi_handler(env: KernelEnv) -> Function:
-    """The NMI context's entry: perf's handler, gated while the guest LVTPC is loaded (H5)."""
+    """perf's NMI_LOCAL handler, gated while the guest LVTPC is loaded (H5); it claims the NMI
+    when the vendor handler handled something (perf_event_nmi_handler(), arch/x86/events/core.c)."""
     flag = env.guest_lvtpc_loaded
     handler = "intel_pmu_handle_irq" if env.cpu.cfg.intel else "amd_pmu_v2_handle_irq"
     return Function(
@@ -253,7 +332,7 @@ def perf_event_nmi_handler(env: KernelEnv) -> Function:
                 "return NMI_DONE",
                 when=lambda s: bool(s[flag]),
                 when_text="this_cpu_read(guest_lvtpc_loaded)",
-                goto="iret",
+                goto=RETURN,
                 source="§2.4, H5",
             ),
             Step(
@@ -261,23 +340,24 @@ def perf_event_nmi_handler(env: KernelEnv) -> Function:
                 "return NMI_DONE",
                 when=lambda s: not env.active_events(s),
                 when_text="!atomic_read(&active_events)",
-                goto="iret",
-                source="§2.4 (perf_event_nmi_handler)",
+                goto=RETURN,
+                source="§2.4 (perf_event_nmi_handler), V2, V3",
             ),
             Step("handle_irq", f"static_call(x86_pmu_handle_irq) = {handler}", kind=CALL, call=handler),
-            Step("iret", "iret", kind=IRET),
         ),
-        doc="perf's NMI handler; other NMI handlers are not modelled (they touch no PMU state).",
+        doc="perf's NMI handler: the gate, the active_events check, then the vendor PMI handler.",
         source="§2.4, §3.1",
     )
 
 
 def _handle_overflows(env: KernelEnv) -> Step:
-    """handle_pmi_common(): update and re-arm every active event whose status bit is set."""
-    cpu, st = env.cpu, env.nmi_status
+    """handle_pmi_common(): update and re-arm every active event whose status bit is set. Every
+    counter bit counts as handled, of an active event or not (arch/x86/events/intel/core.c)."""
+    cpu, st, handled = env.cpu, env.nmi_status, env.nmi_handled
 
     def do(s: list[int]) -> None:
         status = s[st]
+        s[handled] += (status & cpu.counter_bits).bit_count()
         for e, ev in enumerate(env.host_events):
             if s[env.ev_active[e]] and (status >> ev.counter) & 1:
                 event_update(env, s, e)
@@ -378,12 +458,46 @@ def intel_pmu_handle_irq(env: KernelEnv) -> Function:
 
 
 def amd_pmu_v2_handle_irq(env: KernelEnv) -> Function:
-    cpu, st = env.cpu, env.nmi_status
+    """amd_pmu_v2_handle_irq() (arch/x86/events/amd/core.c, v7.0): update every active event,
+    re-arm the overflowed ones, WARN on status bits of inactive counters, ack ``~status`` (so
+    exactly those bits stay set), no LVTPC write, and amd_pmu_adjust_nmi_window()."""
+    cpu, st, handled, window = env.cpu, env.nmi_status, env.nmi_handled, env.perf_nmi_window
     gs, gc = M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS, M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL
     bits = env.host_global_enable
+    clr_bits = cpu.gp_bits | M.STATUS_LBR_FRZ | M.STATUS_CTR_FRZ  # StatusClr's defined bits (F-3.6.2)
 
     def read_status(s: list[int]) -> None:
         s[st] = cpu.rdmsr(s, gs)
+
+    def overflows(s: list[int]) -> None:
+        status = s[st] & cpu.gp_bits  # reserved bits: pr_warn_once and masked off
+        for e, ev in enumerate(env.host_events):
+            if not s[env.ev_active[e]]:
+                continue
+            event_update(env, s, e)
+            if (status >> ev.counter) & 1:
+                s[handled] += 1
+                status &= ~(1 << ev.counter)
+                value = env.armed_value(e)  # x86_perf_event_set_period()
+                cpu.wrmsr(s, env.GP_COUNTER(ev.counter), value)
+                s[env.ev_prev[e]] = value
+                env.obs.host_pmi_handled(s, e)
+        s[st] = status  # what is left: bits of inactive counters
+
+    enable = _handler_enable(env, gc, "", "done", "").do
+    assert enable is not None
+
+    def ack(s: list[int]) -> None:
+        if s[st]:  # bits of inactive counters: WARN once per new bit (status_warned)
+            env.obs.warn(s, f"amd_pmu_v2_handle_irq: New overflows for inactive PMCs: {s[st]:#x}")
+        cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, ~s[st] & clr_bits)
+
+    def done(s: list[int]) -> None:
+        enable(s)
+        if s[handled]:
+            s[window] = 1  # perf_nmi_tstamp = jiffies + perf_nmi_window
+        elif s[window]:
+            s[handled] = 1  # an unhandled NMI inside the window is claimed (NMI_HANDLED)
 
     return Function(
         "amd_pmu_v2_handle_irq",
@@ -391,24 +505,30 @@ def amd_pmu_v2_handle_irq(env: KernelEnv) -> Function:
             _handler_disable(env, gc, "cpuc->enabled = 0; amd_pmu_core_disable_all(): wrmsr(GlobalCtl, 0)"),
             Step("read_status", "status = rdmsr(GlobalStatus)", read_status, source="§3.1 AMD"),
             Step("no_status", "", when=lambda s: not s[st], when_text="!status", goto="done"),
-            _handle_overflows(env),
+            Step(
+                "handle_overflows",
+                "for each active idx: x86_perf_event_update(); if (status & BIT(idx)) { handled++; "
+                "status &= ~BIT(idx); x86_perf_event_set_period(); }",
+                overflows,
+                source="amd_pmu_v2_handle_irq() (arch/x86/events/amd/core.c)",
+            ),
             Step(
                 "ack_status",
-                "wrmsr(GlobalStatusClr, status)",
-                lambda s: cpu.wrmsr(s, M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR, s[st]),
-                source="§3.1 AMD",
+                'WARN(new_bits, "New overflows for inactive PMCs: %llx\\n", new_bits); '
+                "amd_pmu_ack_global_status(~status): wrmsr(GlobalStatusClr, ~status)",
+                ack,
+                source="amd_pmu_v2_handle_irq() (arch/x86/events/amd/core.c)",
             ),
-            _handler_enable(
-                env,
-                gc,
-                f"done: cpuc->enabled = pmu_enabled; "
-                f"if (pmu_enabled) amd_pmu_core_enable_all(): wrmsr(GlobalCtl, {bits:#x})",
+            Step(
                 "done",
-                "§3.1 AMD (no LVTPC write: AMD never sets Mask, F-2.6)",
+                f"done: cpuc->enabled = pmu_enabled; if (pmu_enabled) amd_pmu_core_enable_all(): "
+                f"wrmsr(GlobalCtl, {bits:#x}); return amd_pmu_adjust_nmi_window(handled)",
+                done,
+                source="§3.1 AMD (no LVTPC write: AMD never sets Mask, F-2.6); amd_pmu_adjust_nmi_window()",
             ),
         ),
         doc="AMD PerfMonV2 PMI handler: no LVTPC write at all.",
-        source="§3.1",
+        source="§3.1; amd_pmu_v2_handle_irq() (arch/x86/events/amd/core.c, v7.0)",
         locals=(st, env.nmi_pmu_enabled),
     )
 
@@ -449,6 +569,10 @@ def amd_pmu_reload_virt(env: KernelEnv) -> Function:
     )
 
 
+#: perf.ipi.event values from here on remove event (value - IPI_REMOVE) from the context.
+IPI_REMOVE = 0x100
+
+
 def perf_event_ipi(env: KernelEnv) -> Function:
     """IRQ context for CALL_FUNCTION_SINGLE: another CPU's perf_install_in_context() or
     perf_event_{enable,disable}() for this CPU.
@@ -462,7 +586,13 @@ def perf_event_ipi(env: KernelEnv) -> Function:
 
     def event_function(s: list[int]) -> None:
         e = s[ev_slot]
-        if not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
+        if e >= IPI_REMOVE:  # __perf_remove_from_context(), then the closer frees it
+            e -= IPI_REMOVE
+            if s[env.ev_active[e]]:
+                x86_pmu_stop(env, s, e)
+            s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 0
+            s[env.ev_opened[e]] = 0  # _free_event() -> hw_perf_event_destroy(): active_events--
+        elif not s[env.ev_installed[e]]:  # __perf_install_in_context(): add_event_to_ctx()
             s[env.ev_installed[e]] = s[env.ev_enabled[e]] = 1
             s[env.ev_prev[e]] = env.armed_value(e)  # x86_perf_event_set_period()
             if not env.host_events[e].pinned:
@@ -483,10 +613,11 @@ def perf_event_ipi(env: KernelEnv) -> Function:
         "perf_event_ipi",
         (
             Step("apic_eoi", "apic_eoi()", lambda s: cpu.eoi(s), source="sysvec_call_function_single"),
-            _x86_pmu_disable(env),
+            *_x86_pmu_disable_steps(env),
             Step(
                 "event_function",
-                "!installed ? __perf_install_in_context() : enabled ? __perf_event_disable() : "
+                "remove ? __perf_remove_from_context() : !installed ? __perf_install_in_context() : "
+                "enabled ? __perf_event_disable() : "
                 "__perf_event_enable() (ctx_resched(); merge_sched_in() refuses while guest_ctx_loaded)",
                 event_function,
                 source="§2.3 merge_sched_in, H15",
@@ -522,7 +653,7 @@ def perf_mux_hrtimer_handler(env: KernelEnv) -> Function:
                 goto="iret",
                 source="perf_rotate_context",
             ),
-            _x86_pmu_disable(env, "perf_pmu_disable"),
+            *_x86_pmu_disable_steps(env, "perf_pmu_disable"),
             Step(
                 "ctx_event_to_rotate",
                 "cpu_event = first active flexible event, else the first flexible group; rotate_necessary = 0",

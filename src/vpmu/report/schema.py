@@ -36,8 +36,9 @@ SCHEMAS = (CHECK_SCHEMA, TRACE_SCHEMA)
 CONTEXTS = ("host", "NMI", "IRQ", "guest", "guest PMI")
 VENDORS = ("intel", "amd")
 VERDICTS = ("holds", "violated", "incomplete")
-#: Checker moves: 0 step, 1 interrupt delivery, 2 asynchronous VM-exit, 3 unrelated NMI, 4 host perf operation.
-MOVE_KINDS = (0, 1, 2, 3, 4)
+#: Checker moves: 0 step, 1 interrupt delivery, 2 asynchronous VM-exit, 3 unrelated NMI, 4 host perf operation,
+#: 5 vCPU migration (worlds with cpus > 1).
+MOVE_KINDS = (0, 1, 2, 3, 4, 5)
 MAX_ERRORS = 100
 
 CHECK_KEYS = ("schema", "results")
