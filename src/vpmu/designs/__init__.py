@@ -543,7 +543,7 @@ LEGACY = Design(
     name="legacy",
     summary="KVM without the mediated PMU: each guest counter is a host perf event (pmc_reprogram_counter, "
     "perf_event_pause, kvm_perf_overflow -> KVM_REQ_PMI); every PMU MSR and RDPMC intercepted and emulated",
-    builders={**kvm_legacy.PERF_BUILDERS, **kvm_legacy.KVM_BUILDERS},
+    builders={**kvm_legacy.PERF_BUILDERS, **kvm_legacy.KVM_BUILDERS, **nmi.BUILDERS},
     source="Linux v7.0 arch/x86/kvm/pmu.c (reprogram_counter, pmc_pause_counter, pmc_resume_counter, "
     "pmc_reprogram_counter, kvm_perf_overflow, pmc_read_counter, pmc_write_counter), vmx.c "
     "atomic_switch_perf_msrs; kernel/events/core.c; arch/x86/events/core.c",
