@@ -53,6 +53,7 @@ def test_bash_commands_and_options(bash_script: Path, tmp_path: Path) -> None:
         "--html",
         "--context",
         "--lane",
+        "--debug",
     ]
     assert bash_complete(bash_script, tmp_path, "vpmu", "check", "--vendor", "") == ["intel", "amd"]
     assert bash_complete(bash_script, tmp_path, "vpmu", "completion", "") == ["bash", "zsh"]

@@ -356,7 +356,7 @@ def test_validate_command(
     assert code == 2
     assert err == f"vpmu: error: {notjson} is not JSON: Expecting value at line 1 column 12\n"
     code, out, err = run(capsys, "trace", "validate", str(tmp_path / "missing.json"))
-    assert code == 2 and err.startswith(f"vpmu: error: cannot read {tmp_path / 'missing.json'}: ")
+    assert code == 2 and err.startswith(f"vpmu: error: {tmp_path / 'missing.json'}: cannot read: ")
 
 
 def test_validate_strict_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_trace: dict[str, Any]) -> None:

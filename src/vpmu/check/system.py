@@ -100,6 +100,10 @@ class System:
             LOCAL_TIMER_VECTOR: compile_program(fns, ENTRIES["timer"]),
         }
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
+        _check_ends(design.name, self.task, END, "the vCPU task")
+        _check_ends(design.name, self.nmi, IRET, "the NMI handler")
+        for prog in self.irq_programs.values():
+            _check_ends(design.name, prog, IRET, "an interrupt handler")
         isa = self.isa = GuestIsa(env)
         env.inject_gp = self._inject_gp
         try:
@@ -419,3 +423,14 @@ class System:
     # -- helpers for reports -------------------------------------------------------------------------
     def violation(self, s: State) -> int:
         return s[self.ghost.violation]
+
+
+def _check_ends(design: str, prog: Program, kind: str, what: str) -> None:
+    """A context's program must end in its unconditional end (task) or iret (handler) step, or the
+    context would run off its code: a design that deletes that step is refused by name."""
+    last = prog.code[-1] if prog.code else None
+    if last is None or last.step.kind != kind or last.when is not None:
+        raise VpmuError(
+            f"design {design!r}: {prog.entry} ({what}) no longer ends in an unconditional {kind} step "
+            f"(ends in {last.qualified if last else 'nothing: every step deleted'}); an edit deleted or moved it"
+        )

@@ -7,7 +7,16 @@ import json
 import sys
 from typing import Any
 
-from vpmu.cli.common import RAW, add_design_world_args, design_from_args, worlds_from_args
+from vpmu.cli.common import (
+    RAW,
+    Once,
+    add_design_world_args,
+    design_from_args,
+    non_negative_int,
+    output_path,
+    positive_int,
+    worlds_from_args,
+)
 from vpmu.errors import VpmuError
 
 
@@ -132,7 +141,7 @@ def register(sub: Any) -> None:
     )
     add_design_world_args(p)
     p.add_argument("--property", action="append", metavar="NAME", help="check only this property (repeatable)")
-    p.add_argument("--max-states", type=int, metavar="N", help="stop with 'incomplete' after N states")
+    p.add_argument("--max-states", type=positive_int, metavar="N", help="stop with 'incomplete' after N states")
     p.add_argument(
         "--fingerprint",
         action="store_true",
@@ -142,9 +151,15 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
     p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
     p.add_argument("--full", action="store_true", help="print every register after every step")
-    p.add_argument("--context", type=int, default=0, metavar="N", help="print only the last N steps of a trace")
     p.add_argument(
-        "--html", metavar="OUT", help="write the first counterexample as an HTML timeline (vpmu trace render)"
+        "--context", type=non_negative_int, default=0, metavar="N", help="print only the last N steps of a trace"
+    )
+    p.add_argument(
+        "--html",
+        type=output_path,
+        action=Once,
+        metavar="OUT",
+        help="write the first counterexample as an HTML timeline (vpmu trace render)",
     )
     p.set_defaults(handler=cmd_check)
 
@@ -159,7 +174,11 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     add_design_world_args(p)
-    p.add_argument("--function", required=True, help="the function to mutate (vpmu show DESIGN lists them)")
-    p.add_argument("--max-states", type=int, metavar="N", help="stop each check after N states (incomplete)")
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument(
+        "--function", required=True, action=Once, help="the function to mutate (vpmu show DESIGN lists them)"
+    )
+    p.add_argument("--max-states", type=positive_int, metavar="N", help="stop each check after N states (incomplete)")
+    p.add_argument(
+        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
+    )
     p.set_defaults(handler=cmd_ablate)

@@ -12,9 +12,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vpmu.cli.common import Once, non_negative_int, output_path, write_output
 from vpmu.errors import VpmuError
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
             "schedule": first.schedule if first else None,
             "trace": first.trace if first else [],
         }
-        Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        write_output(args.trace, json.dumps(doc, indent=1) + "\n", "--trace")
     if args.json:
         json.dump(
             {
@@ -352,8 +352,8 @@ def register(sub: Any) -> None:
         "  vpmu conform --mutations\n  vpmu conform --list -v",
         formatter_class=RAW,
     )
-    p.add_argument("--design", help="a built-in design (vpmu designs); default upstream")
-    p.add_argument("--vendor", choices=("intel", "amd"), help="only this vendor's cases")
+    p.add_argument("--design", action=Once, help="a built-in design (vpmu designs); default upstream")
+    p.add_argument("--vendor", action=Once, choices=("intel", "amd"), help="only this vendor's cases")
     p.add_argument("--suite", action="append", metavar="NAME", help="kut, counters or filter (repeatable)")
     p.add_argument("--case", action="append", metavar="NAME", help="a case id, name or part of one (repeatable)")
     p.add_argument(
@@ -362,13 +362,21 @@ def register(sub: Any) -> None:
         metavar="S",
         help="none, every:K[:timer], at:A,B, steps, random:SEED[:no-nmi] (repeatable; default: each case's set)",
     )
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument(
+        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
+    )
     p.add_argument(
         "--mutations", action="store_true", help="run the mutation check instead: which cases catch each broken design"
     )
     p.add_argument("--mutation", action="append", metavar="DESIGN", help="with --mutations: only this design")
     p.add_argument("--list", action="store_true", help="list the cases and what is not run, and exit")
-    p.add_argument("--trace", metavar="FILE", help="write the steps before the first failure as JSON")
+    p.add_argument(
+        "--trace",
+        type=output_path,
+        action=Once,
+        metavar="FILE",
+        help="write the steps before the first failure as JSON",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--progress", action="store_true", help="report each run on stderr as it finishes")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case and schedule")

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from vpmu.cli.common import RAW
+from vpmu.cli.common import RAW, Once, non_negative_int, output_path
 from vpmu.errors import VpmuError
 
 SCENARIOS_SCHEMA = "vpmu.scenarios/1"
@@ -134,7 +134,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("ids", nargs="*", metavar="ID", help="scenarios to run (default: all), e.g. S5 H3-late F1")
     p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
-    p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
+    p.add_argument(
+        "--context", type=non_negative_int, default=0, metavar="N", help="with --trace: only the last N steps"
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
-    p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
+    p.add_argument(
+        "--html",
+        type=output_path,
+        action=Once,
+        metavar="OUT",
+        help="write the first counterexample among them as an HTML timeline",
+    )
     p.set_defaults(handler=cmd_scenarios)

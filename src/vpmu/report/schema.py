@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, show_value
 
 CHECK_SCHEMA = "vpmu.check/1"
 TRACE_SCHEMA = "vpmu.trace/1"
@@ -61,8 +61,7 @@ def key_path(base: str, key: str) -> str:
 
 def show(value: Any, limit: int = 60) -> str:
     """A JSON value as it appears in the document, shortened."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return show_value(value, limit)
 
 
 def is_int(v: Any) -> bool:
@@ -424,7 +423,8 @@ def _itf_doc(w: _Walker, doc: dict[str, Any]) -> None:
     if not isinstance(states, list):
         w.r.error("states", f"expected an array of states, got {show(states)}")
         return
-    wanted = set(doc["vars"]) if isinstance(doc.get("vars"), list) else set()
+    # Only the names that are strings (w.strings reported the others) are looked for.
+    wanted = {v for v in doc["vars"] if isinstance(v, str)} if isinstance(doc.get("vars"), list) else set()
     for i, s in enumerate(states):
         p = f"states[{i}]"
         if not w.obj(s, p, "a state object"):
@@ -476,15 +476,11 @@ def validate(doc: Any, strict: bool = False) -> Report:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a VpmuError (exit status 2) if it cannot be read or is not JSON."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VpmuError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise VpmuError(f"{path} is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    """Parse a JSON file; a VpmuError (exit status 2) if it cannot be read, is not UTF-8 or not JSON,
+    or nests too deeply (vpmu.inputs)."""
+    from vpmu.inputs import load_json
+
+    return load_json(path)
 
 
 # --- traces as the renderers see them -------------------------------------------------------------------
@@ -551,7 +547,8 @@ class TraceView:
 def _first_error(report: Report, where: str) -> VpmuError:
     n = len(report.errors) + report.dropped
     more = f" (and {n - 1} more; vpmu trace validate {where} lists them)" if n > 1 else ""
-    return VpmuError(f"{where} is not a valid {report.kind} document: {report.errors[0]}{more}")
+    what = "a vpmu trace document" if report.kind == "unknown" else f"a valid {report.kind} document"
+    return VpmuError(f"{where} is not {what}: {report.errors[0]}{more}")
 
 
 def view_of(doc: Any, where: str = "(document)", result: int | None = None) -> TraceView:
