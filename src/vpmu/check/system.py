@@ -75,6 +75,7 @@ class System:
         self.cpu = Cpu(world.machine, L)
         env = self.env = KernelEnv(self.cpu, L, world.vcpu, world.host_events)
         self.props = properties if properties is not None else world.enabled_properties()
+        _check_properties(self.props, world)
         self.ghost = Ghost(env, L, self.props)
         env.obs = self.ghost
         # Context program counters (-1: not running).
@@ -433,4 +434,18 @@ def _check_ends(design: str, prog: Program, kind: str, what: str) -> None:
         raise VpmuError(
             f"design {design!r}: {prog.entry} ({what}) no longer ends in an unconditional {kind} step "
             f"(ends in {last.qualified if last else 'nothing: every step deleted'}); an edit deleted or moved it"
+        )
+
+
+def _check_properties(props: tuple[str, ...], world: WorldSpec) -> None:
+    """No vacuous verdict: judge at least one property, and only properties of the world's vendor."""
+    from vpmu.check import properties as P
+
+    vendor = world.machine.vendor
+    wrong = [p for p in props if P.get(p).vendor not in ("", vendor)]
+    if wrong or not props:
+        said = ", ".join(f"{p} ({P.BY_NAME[p].vendor} only)" for p in wrong) or "none"
+        raise VpmuError(
+            f"world {world.name!r} ({vendor}): properties to judge: {said}; allowed: at least one property, "
+            f"each of them for {vendor} or both vendors (vpmu explain)"
         )
