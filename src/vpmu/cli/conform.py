@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from vpmu.cli.common import Once, non_negative_int, output_path, write_output
 from vpmu.errors import VpmuError
+from vpmu.report.progress import add_progress_args
 
 if TYPE_CHECKING:
     from vpmu.conform.runner import CaseRun
@@ -202,6 +203,10 @@ def cmd_conform(args: argparse.Namespace) -> int:
     st = Style(use_color(sys.stdout))
     if args.list:
         return _list(args, st)
+    from vpmu.report.progress import Progress
+
+    if args.mutation and not args.mutations:
+        raise VpmuError("--mutation DESIGN is for the mutation check: give --mutations as well")
     design = _design(args.design)
     cases = _select(args)
     jobs = args.jobs or os.cpu_count() or 1
@@ -209,15 +214,23 @@ def cmd_conform(args: argparse.Namespace) -> int:
         return _mutations(args, cases, jobs, st)
     t0 = time.perf_counter()
     tasks = C.plan(cases, _schedules(args))
-    done = 0
+    prog = Progress(args.progress)
+    finished: list[CaseRun] = []
 
     def progress(r: CaseRun) -> None:
-        nonlocal done
-        done += 1
-        if args.progress:
-            sys.stderr.write(f"[{done}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}\n")
+        finished.append(r)
+        prog.done(f"[{len(finished)}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}")
 
-    results = C.run_tasks(tasks, design, jobs, progress)
+    try:
+        results = C.run_tasks(tasks, design, jobs, progress)
+    except KeyboardInterrupt:
+        # Ctrl-C stops every run; those not finished have no verdict (none of them "passes").
+        failed = sum(1 for r in finished if not r.skipped and r.verdict != "pass")
+        sys.stderr.write(
+            f"vpmu: interrupted: {len(finished)} of {len(tasks)} runs finished ({failed} failed); "
+            f"the other {len(tasks) - len(finished)} are incomplete\n"
+        )
+        return 3
     seconds = time.perf_counter() - t0
     bad = [r for r in results if not r.skipped and r.verdict != "pass"]
     if args.trace:
@@ -378,6 +391,6 @@ def register(sub: Any) -> None:
         help="write the steps before the first failure as JSON",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--progress", action="store_true", help="report each run on stderr as it finishes")
+    add_progress_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case and schedule")
     p.set_defaults(handler=cmd_conform)

@@ -37,6 +37,12 @@ with the reason (``expressible = false``), never dropped. Example::
     journal = ["guest read rdmsr(IA32_PERF_GLOBAL_STATUS) = 0x1 (native 0x1)"]
     absent = ["kvm_pmu_load_guest_pmcs:load_pmc0: wrmsr IA32_PMC0 <- 0x0"]
 
+User scenarios (``vpmu scenarios --file F.toml``, ``--catalog DIR``) have the same
+format and run with the same runner. They may also name a design file instead of a
+built-in design (``design_file = "my-variant.toml"``) and a world file
+(``world = "my-world.toml"``), both relative to the scenario file; their id is any
+name (letters, digits, ``-_.``) and need not match the file name.
+
 Script observations are lines of the scripted run (see :mod:`vpmu.scenarios.run`):
 ``steps`` and ``journal`` must appear in that order (other lines may come in
 between), ``absent`` lines must not appear anywhere. A step line is
@@ -48,20 +54,24 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from vpmu.check import properties as P
 from vpmu.check.simulate import Plan
-from vpmu.check.world import ASYNC_EXITS, WorldSpec, builtin_worlds, check_exit_reason, parse_world
+from vpmu.check.world import ASYNC_EXITS, WorldSpec, builtin_worlds, check_exit_reason, load_world, parse_world
 from vpmu.designs import DESIGNS
 from vpmu.errors import VpmuError
+from vpmu.inputs import parse_toml, read_text
+from vpmu.kernel.lang import Design
 
 VERDICTS = ("holds", "violated", "refused")
 ID_RE = re.compile(r"^(S|H|F)(\d+)(-[A-Za-z0-9]+)*$")
+USER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HAZARD_RE = re.compile(r"^H(\d+)$")
 TOP_KEYS = (
     "id",
@@ -72,6 +82,7 @@ TOP_KEYS = (
     "expressible",
     "reason",
     "design",
+    "design_file",
     "world",
     "expect",
     "script",
@@ -116,6 +127,14 @@ class Scenario:
     script: Script | None = None
     slow: bool = False
     file: str = ""
+    #: A user scenario's design from ``design_file`` (None: the built-in design named ``design``).
+    design_obj: Design | None = None
+
+    def get_design(self) -> Design:
+        """The design the scenario checks."""
+        from vpmu.designs import get_design
+
+        return self.design_obj if self.design_obj is not None else get_design(self.design)
 
     @property
     def expected(self) -> str:
@@ -194,11 +213,16 @@ def _script(data: Any, where: str) -> Script:
     )
 
 
-def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
-    """Validate one scenario mapping (as read from TOML); errors name the file and the key."""
+def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None) -> Scenario:
+    """Validate one scenario mapping (as read from TOML); errors name the file and the key.
+
+    ``base``: a user scenario's directory (files it names are relative to it); None for the catalog."""
     _known(data, TOP_KEYS, "", where)
     sid = _str(data, "id", where)
-    if not ID_RE.match(sid):
+    if base is not None:
+        if not USER_ID_RE.match(sid):
+            raise _err(where, f"id = {sid!r} is not allowed; allowed: letters, digits, '-', '_', '.' (at most 64)")
+    elif not ID_RE.match(sid):
         raise _err(where, f"id = {sid!r} is not allowed; allowed: S<n>, H<n> or F<n>, optionally -suffix (e.g. S1-amd)")
     title = _str(data, "title", where)
     hazards = _strs(data, "hazards", where)
@@ -216,16 +240,27 @@ def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
         raise _err(where, f"slow = {slow!r} is not allowed; allowed: true or false")
     if not expressible:
         reason = _str(data, "reason", where)
-        for k in ("design", "world", "expect", "script"):
+        for k in ("design", "design_file", "world", "expect", "script"):
             if k in data:
                 raise _err(where, f"{k} is not allowed with expressible = false (give the reason instead)")
         return Scenario(sid, title, hazards, source, note, False, reason, file=where)
     if "reason" in data:
         raise _err(where, "reason is only for expressible = false")
 
-    design = _str(data, "design", where)
-    if design not in DESIGNS:
-        raise _err(where, f"design = {design!r} is not allowed; known designs: {', '.join(DESIGNS)}")
+    design_obj: Design | None = None
+    if "design_file" in data:
+        if base is None:
+            raise _err(where, "design_file is for user scenarios (vpmu scenarios --file); the catalog names designs")
+        if "design" in data:
+            raise _err(where, "give either design or design_file, not both")
+        from vpmu.check.design_file import load_design_file
+
+        design_obj = load_design_file(base / _str(data, "design_file", where))
+        design = design_obj.name
+    else:
+        design = _str(data, "design", where)
+        if design not in DESIGNS:
+            raise _err(where, f"design = {design!r} is not allowed; known designs: {', '.join(DESIGNS)}")
 
     et = data.get("expect")
     if not isinstance(et, dict):
@@ -258,7 +293,9 @@ def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
     wt = data.get("world")
     world: WorldSpec | None = None
     world_ref = world_error = ""
-    if isinstance(wt, str):
+    if isinstance(wt, str) and base is not None and wt.endswith(".toml"):
+        world, world_ref = load_world(base / wt), wt
+    elif isinstance(wt, str):
         worlds = builtin_worlds()
         if wt not in worlds:
             raise _err(where, f"world = {wt!r} is not a built-in world; built-in worlds: {', '.join(worlds)}")
@@ -273,7 +310,7 @@ def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
                 raise
             world_error = str(e)
     else:
-        raise _err(where, "world is required: an inline table ([world]) or a built-in world's name")
+        raise _err(where, "world is required: an inline table ([world]), a built-in world's name or a .toml file")
     if verdict == "refused" and world is not None:
         raise _err(where, "expect.verdict = refused, but the world loads")
     if world is not None:
@@ -310,6 +347,7 @@ def parse_scenario(data: Mapping[str, Any], where: str) -> Scenario:
         script,
         slow,
         where,
+        design_obj,
     )
 
 
@@ -333,11 +371,8 @@ class Catalog:
 
 
 def parse_file(text: str, where: str) -> Scenario:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise VpmuError(f"{where}: malformed TOML: {e}") from None
-    scn = parse_scenario(data, where)
+    """A scenario of the packaged catalog (its file is named after its id)."""
+    scn = parse_scenario(parse_toml(text, where), where)
     stem = where.rsplit("/", 1)[-1].removesuffix(".toml")
     if stem != scn.id:
         raise _err(where, f"id = {scn.id!r} but the file is named {stem}.toml; name the file after the id")
@@ -354,3 +389,35 @@ def load_catalog() -> Catalog:
             found.append(parse_file(entry.read_text(encoding="utf-8"), f"scenarios/catalog/{entry.name}"))
     found.sort(key=lambda s: sort_key(s.id))
     return Catalog(tuple(found), {s.id: s for s in found})
+
+
+def load_user_scenarios(files: list[str] | None, catalogs: list[str] | None) -> Catalog:
+    """User scenario files (``--file``) and every ``*.toml`` of catalog directories (``--catalog``),
+    in the order given (a directory's files by name). Every file is validated before any runs."""
+    paths: list[tuple[Path, dict[str, Any]]] = []
+    for d in catalogs or []:
+        root = Path(d)
+        if not root.is_dir():
+            raise VpmuError(f"--catalog {d}: not a directory")
+        skipped = []
+        for f in sorted(root.glob("*.toml")):
+            data = parse_toml(read_text(f), str(f))
+            if "id" in data:
+                paths.append((f, data))
+            else:  # a design or world file the scenarios name may sit next to them
+                skipped.append(f.name)
+        if skipped:
+            sys.stderr.write(f"vpmu: --catalog {d}: not scenarios (no id), skipped: {', '.join(skipped)}\n")
+        if not any(p.parent == root for p, _ in paths):
+            raise VpmuError(f"--catalog {d}: no scenario files (*.toml with an id) in it")
+    paths += [(Path(f), parse_toml(read_text(f), f)) for f in files or []]
+    out: list[Scenario] = []
+    by_id: dict[str, Scenario] = {}
+    for p, data in paths:
+        where = str(p)
+        scn = parse_scenario(data, where, base=p.parent)
+        if scn.id in by_id:
+            raise _err(where, f"id = {scn.id!r} is also the id of {by_id[scn.id].file}; allowed: a unique id")
+        by_id[scn.id] = scn
+        out.append(scn)
+    return Catalog(tuple(out), by_id)
