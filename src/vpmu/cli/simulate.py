@@ -23,7 +23,7 @@ from vpmu.errors import VpmuError
 def cmd_simulate(args: argparse.Namespace) -> int:
     from vpmu.check.simulate import Plan, simulate
     from vpmu.check.system import CONTEXT_LABEL, System
-    from vpmu.report.trace import TRACE_SCHEMA, trace_rows
+    from vpmu.report.trace import TRACE_SCHEMA, observation_rows, trace_rows
 
     exits, nmis = Plan.parse(args.exits, "--exits"), Plan.parse(args.nmis, "--nmis")
     perf_plan = Plan.parse(args.perf_ops, "--perf-ops")
@@ -76,6 +76,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "world": world.name,
             "contexts": sorted(set(CONTEXT_LABEL.values())),
             "steps": rows,
+            "observations": observation_rows(r.journal),
+            "violations": list(r.violations),
         }
     if args.trace:
         write_output(args.trace, json.dumps(doc, indent=1) + "\n", "--trace")

@@ -45,6 +45,10 @@ RESULT_KEYS = ("design", "world", "vendor", "verdict", "states", "transitions", 
 RESULT_OPTIONAL = ("violation", "incomplete_reason", "collision_probability")
 VIOLATION_KEYS = ("property", "description", "source", "message", "trace")
 TRACE_KEYS = ("schema", "design", "world", "contexts", "steps")
+#: Optional in vpmu.trace/1 (added compatibly): what ``vpmu simulate`` observed, and its violations.
+TRACE_OPTIONAL = ("observations", "violations")
+OBSERVATION_KINDS = ("guest read", "guest PMI", "host count")
+OBSERVATION_KEYS = ("kind", "what", "seen", "expected", "matches")
 STEP_KEYS = ("step", "context", "label", "text", "changes", "hw", "move")
 
 ITF_FORMS = ("#bigint", "#tup", "#set", "#map", "#unserializable")
@@ -330,7 +334,11 @@ def _collision_probability(w: _Walker, v: Any, path: str, verdict: Any) -> None:
 
 
 def _trace_doc(w: _Walker, doc: dict[str, Any]) -> None:
-    w.keys(doc, "", TRACE_KEYS, (), TRACE_SCHEMA)
+    w.keys(doc, "", TRACE_KEYS, TRACE_OPTIONAL, TRACE_SCHEMA)
+    if "observations" in doc:
+        _observations(w, doc["observations"])
+    if "violations" in doc:
+        w.strings(doc["violations"], "violations")
     for k in ("design", "world"):
         if k in doc:
             w.string(doc[k], k, nonempty=True)
@@ -348,6 +356,24 @@ def _trace_doc(w: _Walker, doc: dict[str, Any]) -> None:
         w.steps(doc["steps"], "steps", contexts)
         if isinstance(doc["steps"], list):
             w.r.summary = f"{len(doc['steps'])} steps"
+
+
+def _observations(w: _Walker, obs: Any) -> None:
+    """``observations`` of a simulate trace (docs/json-schema.md): what each party saw and should have."""
+    if not isinstance(obs, list):
+        w.r.error("observations", f"expected an array of observations, got {show(obs)}")
+        return
+    for i, o in enumerate(obs):
+        p = f"observations[{i}]"
+        if not w.obj(o, p) or not w.keys(o, p, OBSERVATION_KEYS, (), "an observation"):
+            continue
+        w.one_of(o["kind"], key_path(p, "kind"), OBSERVATION_KINDS)
+        w.string(o["what"], key_path(p, "what"))
+        ok = w.integer(o["seen"], key_path(p, "seen"), 0)
+        ok = w.integer(o["expected"], key_path(p, "expected"), 0) and ok
+        matches = w.one_of(o["matches"], key_path(p, "matches"), (True, False))
+        if matches and ok and o["matches"] != (o["seen"] == o["expected"]):
+            w.r.error(key_path(p, "matches"), f"expected {show(o['seen'] == o['expected'])} (seen vs expected)")
 
 
 # --- ITF -------------------------------------------------------------------------------------------
