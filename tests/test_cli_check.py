@@ -474,11 +474,11 @@ def test_designs_verbose(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_simulate_bad_plan(capsys: pytest.CaptureFixture[str]) -> None:
     expected = (
-        "--exits = 'bogus' is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), random:P (0 < P <= 1)"
+        '--exits = "bogus" is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), random:P (0 < P <= 1)'
     )
     assert one_line_error(capsys, "simulate", "--exits", "bogus") == expected
     assert one_line_error(capsys, "simulate", "--vendor", "amd", "--exits", "bogus") == expected
-    assert one_line_error(capsys, "simulate", "--vendor", "amd", "--nmis", "every:0").startswith("--nmis = 'every:0'")
+    assert one_line_error(capsys, "simulate", "--vendor", "amd", "--nmis", "every:0").startswith('--nmis = "every:0"')
 
 
 def test_simulate_needs_one_world(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,19 +67,28 @@ COMMAND_MODULES = (
 )
 
 
-def _add_debug(p: argparse.ArgumentParser, top: bool) -> None:
-    """``--debug`` on the top parser and on every subcommand (a subcommand's default must not undo
-    ``vpmu --debug check``)."""
+def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
+    """``--debug`` and ``--color`` on the top parser and on every subcommand (a subcommand's default
+    must not undo ``vpmu --debug check``)."""
+    from vpmu.report.text import COLOR_CHOICES
+
     p.add_argument(
         "--debug",
         action="store_true",
         default=False if top else argparse.SUPPRESS,
         help="on an internal error, print the traceback (also VPMU_DEBUG=1)",
     )
+    p.add_argument(
+        "--color",
+        choices=COLOR_CHOICES,
+        default="auto" if top else argparse.SUPPRESS,
+        help="colour the output: auto (default: on a terminal, unless NO_COLOR is set non-empty; "
+        "FORCE_COLOR forces it), always, never",
+    )
     for action in p._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in dict.fromkeys(action.choices.values()):
-                _add_debug(child, False)
+                _add_common(child, False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    _add_debug(p, True)
+    _add_common(p, True)
     return p
 
 
@@ -124,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        from vpmu.report import text
+
+        text.color_mode = args.color
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help()

@@ -157,14 +157,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         sys.stderr.write("vpmu: interrupted: the ablation is incomplete; no mutant's verdict is reported\n")
         return 3
     print(f"ablation of {design.name}:{args.function} on {', '.join(w.name for w in worlds)}")
-    print(f"{'mutation':<58} {'world':<16} {'verdict':<10} {'property':<32} {'trace':>5}")
+    ww = max([16] + [len(w.name) for w in worlds])
+    wm = max([58] + [len(o.mutation) for o in outcomes])
+    print(f"{'mutation':<{wm}} {'world':<{ww}} {'verdict':<10} {'property':<32} {'trace':>5}")
     baseline = {o.world: o for o in outcomes if o.mutation.startswith("(none")}
     for o in outcomes:
         prop = o.prop or (
             "not load-bearing in this world" if o.mutation.startswith("delete") and o.verdict == "holds" else ""
         )
         length = str(o.length) if o.verdict == "violated" else ""
-        print(f"{o.mutation:<58} {o.world:<16} {o.verdict:<10} {prop:<32} {length:>5}".rstrip())
+        print(f"{o.mutation:<{wm}} {o.world:<{ww}} {o.verdict:<10} {prop:<32} {length:>5}".rstrip())
     for world, base in baseline.items():
         if base.verdict != "holds":
             print(

@@ -11,10 +11,25 @@ from vpmu.check.explore import Result
 from vpmu.check.system import System
 from vpmu.report.trace import fmt_value, trace_rows
 
+#: ``--color``: "always", "never", or "auto" (the default: the environment and the terminal decide).
+COLOR_CHOICES = ("auto", "always", "never")
+color_mode = "auto"
+
 
 def use_color(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
-    return stream.isatty() and "NO_COLOR" not in os.environ
+    """Whether to colour ``stream``: ``--color always|never`` first; then a non-empty NO_COLOR turns
+    colour off (no-color.org: an empty value does not); then a non-empty FORCE_COLOR other than 0
+    turns it on; otherwise colour only on a terminal."""
+    if color_mode != "auto":
+        return color_mode == "always"
+    if os.environ.get("NO_COLOR", ""):
+        return False
+    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class Style:
@@ -99,8 +114,11 @@ def counterexample(system: System, result: Result, st: Style, last: int = 0, ful
 
 def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> list[str]:
     """One line per (design, world): verdict and statistics."""
+    # Columns as wide as their longest name (a world name longer than 16 used to shift the row).
+    wd = max([20] + [len(r[0]) for r in rows])
+    ww = max([16] + [len(r[1]) for r in rows])
     head = (
-        f"{'design':<20} {'world':<16} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} "
+        f"{'design':<{wd}} {'world':<{ww}} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} "
         f"{'seconds':>8} {'states/s':>9}  detail"
     )
     out = [st.bold(head)]
@@ -112,7 +130,7 @@ def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> li
             detail += f"{', ' if detail else ''}fingerprints: collision probability {r.collision_probability:.3g}"
         verdict = verdict_word(r.verdict, st) + " " * max(0, 10 - len(r.verdict))  # pad the visible text
         out.append(
-            f"{design:<20} {world:<16} {verdict} "
+            f"{design:<{wd}} {world:<{ww}} {verdict} "
             f"{r.stats.states:>9} {r.stats.transitions:>9} {r.stats.depth:>6} {r.stats.seconds:>8.2f} "
             f"{r.stats.rate:>9.0f}  {detail}".rstrip()
         )

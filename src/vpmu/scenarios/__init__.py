@@ -65,7 +65,7 @@ from vpmu.check import properties as P
 from vpmu.check.simulate import Plan
 from vpmu.check.world import ASYNC_EXITS, WorldSpec, builtin_worlds, check_exit_reason, load_world, parse_world
 from vpmu.designs import DESIGNS
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, show_value
 from vpmu.inputs import parse_toml, read_text
 from vpmu.kernel.lang import Design
 
@@ -169,14 +169,14 @@ def _err(where: str, msg: str) -> VpmuError:
 def _str(data: Mapping[str, Any], key: str, where: str, required: bool = True) -> str:
     v = data.get(key, "")
     if not isinstance(v, str) or (required and not v.strip()):
-        raise _err(where, f"{key} = {v!r} is not allowed; allowed: a non-empty string")
+        raise _err(where, f"{key} = {show_value(v)} is not allowed; allowed: a non-empty string")
     return v.strip()
 
 
 def _strs(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     v = data.get(key, [])
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _err(where, f"{key} = {v!r} is not allowed; allowed: a list of strings")
+        raise _err(where, f"{key} = {show_value(v)} is not allowed; allowed: a list of strings")
     return tuple(v)
 
 
@@ -194,13 +194,15 @@ def _script(data: Any, where: str) -> Script:
         Plan.parse(str(data.get(key, "none")), f"{where}: script.{key}")
     reason = data.get("exit_reason", "")
     if reason and reason not in ASYNC_EXITS:
-        raise _err(where, f"script.exit_reason = {reason!r} is not allowed; allowed: {', '.join(ASYNC_EXITS)}")
+        raise _err(
+            where, f"script.exit_reason = {show_value(reason)} is not allowed; allowed: {', '.join(ASYNC_EXITS)}"
+        )
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise _err(where, f"script.seed = {seed!r} is not allowed; allowed: an integer")
+        raise _err(where, f"script.seed = {show_value(seed)} is not allowed; allowed: an integer")
     violation = data.get("violation", "")
     if violation and violation not in P.BY_NAME:
-        raise _err(where, f"script.violation = {violation!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+        raise _err(where, f"script.violation = {show_value(violation)} is not allowed; allowed: {', '.join(P.BY_NAME)}")
     return Script(
         exits=str(data.get("exits", "none")),
         nmis=str(data.get("nmis", "none")),
@@ -221,23 +223,30 @@ def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None
     sid = _str(data, "id", where)
     if base is not None:
         if not USER_ID_RE.match(sid):
-            raise _err(where, f"id = {sid!r} is not allowed; allowed: letters, digits, '-', '_', '.' (at most 64)")
+            raise _err(
+                where, f"id = {show_value(sid)} is not allowed; allowed: letters, digits, '-', '_', '.' (at most 64)"
+            )
     elif not ID_RE.match(sid):
-        raise _err(where, f"id = {sid!r} is not allowed; allowed: S<n>, H<n> or F<n>, optionally -suffix (e.g. S1-amd)")
+        raise _err(
+            where,
+            f"id = {show_value(sid)} is not allowed; allowed: S<n>, H<n> or F<n>, optionally -suffix (e.g. S1-amd)",
+        )
     title = _str(data, "title", where)
     hazards = _strs(data, "hazards", where)
     for h in hazards:
         m = HAZARD_RE.match(h)
         if not m or not 1 <= int(m.group(1)) <= 25:
-            raise _err(where, f"hazards: {h!r} is not allowed; allowed: H1 to H25 (kernel-mediated-pmu.md §6)")
+            raise _err(
+                where, f"hazards: {show_value(h)} is not allowed; allowed: H1 to H25 (kernel-mediated-pmu.md §6)"
+            )
     source = _str(data, "source", where)
     note = _str(data, "note", where, required=False)
     expressible = data.get("expressible", True)
     if not isinstance(expressible, bool):
-        raise _err(where, f"expressible = {expressible!r} is not allowed; allowed: true or false")
+        raise _err(where, f"expressible = {show_value(expressible)} is not allowed; allowed: true or false")
     slow = data.get("slow", False)
     if not isinstance(slow, bool):
-        raise _err(where, f"slow = {slow!r} is not allowed; allowed: true or false")
+        raise _err(where, f"slow = {show_value(slow)} is not allowed; allowed: true or false")
     if not expressible:
         reason = _str(data, "reason", where)
         for k in ("design", "design_file", "world", "expect", "script"):
@@ -260,7 +269,7 @@ def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None
     else:
         design = _str(data, "design", where)
         if design not in DESIGNS:
-            raise _err(where, f"design = {design!r} is not allowed; known designs: {', '.join(DESIGNS)}")
+            raise _err(where, f"design = {show_value(design)} is not allowed; known designs: {', '.join(DESIGNS)}")
 
     et = data.get("expect")
     if not isinstance(et, dict):
@@ -268,17 +277,17 @@ def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None
     _known(et, EXPECT_KEYS, "expect.", where)
     verdict = et.get("verdict")
     if verdict not in VERDICTS:
-        raise _err(where, f"expect.verdict = {verdict!r} is not allowed; allowed: {', '.join(VERDICTS)}")
+        raise _err(where, f"expect.verdict = {show_value(verdict)} is not allowed; allowed: {', '.join(VERDICTS)}")
     prop = et.get("property", "")
     if verdict == "violated":
         if prop not in P.BY_NAME:
-            raise _err(where, f"expect.property = {prop!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+            raise _err(where, f"expect.property = {show_value(prop)} is not allowed; allowed: {', '.join(P.BY_NAME)}")
     elif prop:
-        raise _err(where, f"expect.property is only for verdict = violated (verdict is {verdict!r})")
+        raise _err(where, f"expect.property is only for verdict = violated (verdict is {show_value(verdict)})")
     props = _strs(et, "properties", where)
     for p in props:
         if p not in P.BY_NAME:
-            raise _err(where, f"expect.properties: {p!r} is not allowed; allowed: {', '.join(P.BY_NAME)}")
+            raise _err(where, f"expect.properties: {show_value(p)} is not allowed; allowed: {', '.join(P.BY_NAME)}")
     restricted = _str(et, "restricted", where, required=False)
     if props and not restricted:
         raise _err(where, "expect.restricted is required with expect.properties: say why only these are judged")
@@ -298,7 +307,7 @@ def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None
     elif isinstance(wt, str):
         worlds = builtin_worlds()
         if wt not in worlds:
-            raise _err(where, f"world = {wt!r} is not a built-in world; built-in worlds: {', '.join(worlds)}")
+            raise _err(where, f"world = {show_value(wt)} is not a built-in world; built-in worlds: {', '.join(worlds)}")
         world, world_ref = worlds[wt], wt
     elif isinstance(wt, dict):
         if "check" in wt:
