@@ -244,7 +244,8 @@ def reference() -> str:
                 out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         out.append("")
     out += ["### The guest instruction set (`guest.program`)", ""]
-    doc = (program.__doc__ or "").replace("``", "`")
+    # The guest assembler's own docstring, so the reference follows the assembler (reST "::" -> ":").
+    doc = (program.__doc__ or "").replace("``", "`").replace("::\n", ":\n")
     out += [line.rstrip() for line in doc.strip().splitlines()]
     out += ["", END]
     return "\n".join(out) + "\n"
