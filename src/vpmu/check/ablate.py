@@ -56,6 +56,8 @@ def _run(args: tuple[Design, Mutation, WorldSpec, int | None]) -> Outcome:
     design, mut, world, max_states = args
     d = design if mut.edit is None else design.derive(f"{design.name}~{mut.name}", mut.name, [mut.edit])
     r = check(System(d, world), max_states=max_states)
+    if r.reason == "interrupted":
+        raise KeyboardInterrupt  # explore.check returns on Ctrl-C; the whole ablation stops
     return Outcome(mut.name, world.name, r.verdict, r.prop, len(r.records), r.stats.states)
 
 
