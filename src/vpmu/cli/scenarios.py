@@ -7,10 +7,12 @@ import json
 import sys
 from typing import Any
 
-from vpmu.cli.common import RAW, Once, non_negative_int, output_path
+from vpmu.cli.common import RAW, Once, non_negative_int, output_path, positive_int
 from vpmu.report.progress import add_progress_args
 
 SCENARIOS_SCHEMA = "vpmu.scenarios/1"
+#: The scenario runner's state cap (vpmu.scenarios.run.MAX_STATES, repeated so that --help needs no import).
+MAX_STATES = 2_000_000
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
@@ -32,7 +34,11 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             outcomes.append(interrupted(scenario, started=False))
             continue
         try:
-            o = run(scenario, progress=prog.states(f"scenario {scenario.id} ({n + 1}/{len(chosen)})"))
+            o = run(
+                scenario,
+                max_states=args.max_states,
+                progress=prog.states(f"scenario {scenario.id} ({n + 1}/{len(chosen)})"),
+            )
         except KeyboardInterrupt:
             # Ctrl-C stops the whole command: this scenario and the rest are incomplete, none "differs".
             prog.clear()
@@ -161,6 +167,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--catalog", action="append", metavar="DIR", help="run every *.toml scenario in DIR instead (repeatable)"
+    )
+    p.add_argument(
+        "--max-states",
+        type=positive_int,
+        default=MAX_STATES,
+        metavar="N",
+        help=f"a check that visits more states is incomplete (default {MAX_STATES:,})",
     )
     add_progress_args(p)
     p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")

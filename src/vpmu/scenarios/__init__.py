@@ -186,13 +186,21 @@ def _known(data: Mapping[str, Any], keys: tuple[str, ...], prefix: str, where: s
             raise _err(where, f"unknown key {prefix}{k!r}; allowed: {', '.join(keys)}")
 
 
+def _opt(data: Mapping[str, Any], key: str, default: str, prefix: str, where: str) -> str:
+    """An optional string value (its default when absent); any other type is an error naming the key."""
+    v = data.get(key, default)
+    if not isinstance(v, str):
+        raise _err(where, f"{prefix}{key} = {show_value(v)} is not allowed; allowed: a string")
+    return v
+
+
 def _script(data: Any, where: str) -> Script:
     if not isinstance(data, dict):
         raise _err(where, "script must be a table ([script])")
     _known(data, SCRIPT_KEYS, "script.", where)
     for key in ("exits", "nmis"):
-        Plan.parse(str(data.get(key, "none")), f"{where}: script.{key}")
-    reason = data.get("exit_reason", "")
+        Plan.parse(_opt(data, key, "none", "script.", where), f"{where}: script.{key}")
+    reason = _opt(data, "exit_reason", "", "script.", where)
     if reason and reason not in ASYNC_EXITS:
         raise _err(
             where, f"script.exit_reason = {show_value(reason)} is not allowed; allowed: {', '.join(ASYNC_EXITS)}"
@@ -200,12 +208,12 @@ def _script(data: Any, where: str) -> Script:
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise _err(where, f"script.seed = {show_value(seed)} is not allowed; allowed: an integer")
-    violation = data.get("violation", "")
+    violation = _opt(data, "violation", "", "script.", where)
     if violation and violation not in P.BY_NAME:
         raise _err(where, f"script.violation = {show_value(violation)} is not allowed; allowed: {', '.join(P.BY_NAME)}")
     return Script(
-        exits=str(data.get("exits", "none")),
-        nmis=str(data.get("nmis", "none")),
+        exits=_opt(data, "exits", "none", "script.", where),
+        nmis=_opt(data, "nmis", "none", "script.", where),
         exit_reason=reason,
         seed=seed,
         violation=violation,
@@ -278,7 +286,7 @@ def parse_scenario(data: Mapping[str, Any], where: str, base: Path | None = None
     verdict = et.get("verdict")
     if verdict not in VERDICTS:
         raise _err(where, f"expect.verdict = {show_value(verdict)} is not allowed; allowed: {', '.join(VERDICTS)}")
-    prop = et.get("property", "")
+    prop = _opt(et, "property", "", "expect.", where)
     if verdict == "violated":
         if prop not in P.BY_NAME:
             raise _err(where, f"expect.property = {show_value(prop)} is not allowed; allowed: {', '.join(P.BY_NAME)}")
