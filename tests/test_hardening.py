@@ -684,3 +684,10 @@ def test_simulate_trace_carries_the_observations(capsys: pytest.CaptureFixture[s
     bad = write(tmp_path, "bad.json", json.dumps(doc))
     code, out, _ = vpmu(capsys, "trace", "validate", bad)
     assert code == 1 and "observations[0].matches: expected true" in out and "observations[1].seen" in out
+
+
+def test_scenarios_help_default_is_the_runners_cap() -> None:
+    from vpmu.cli import scenarios as cli_scenarios
+    from vpmu.scenarios import run
+
+    assert cli_scenarios.MAX_STATES == run.MAX_STATES

@@ -182,7 +182,8 @@ def register(sub: Any) -> None:
         "check",
         help="explore every interleaving and judge every state",
         description="Explore every reachable state of a design on one or more worlds and judge it against the "
-        "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete.",
+        "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete (a state cap, "
+        "Ctrl-C); 70: internal error (a bug in vpmu).",
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
         "  vpmu check --world my-world.toml --property no-warn --json\n"
         "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html\n"
