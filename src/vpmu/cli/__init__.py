@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from vpmu import __version__
 from vpmu.errors import EXIT_INCOMPLETE, EXIT_INPUT, EXIT_INTERNAL, VpmuError
+from vpmu.report import color
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -70,8 +71,6 @@ COMMAND_MODULES = (
 def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
     """``--debug`` and ``--color`` on the top parser and on every subcommand (a subcommand's default
     must not undo ``vpmu --debug check``)."""
-    from vpmu.report.text import COLOR_CHOICES
-
     p.add_argument(
         "--debug",
         action="store_true",
@@ -80,7 +79,7 @@ def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
     )
     p.add_argument(
         "--color",
-        choices=COLOR_CHOICES,
+        choices=color.CHOICES,
         default="auto" if top else argparse.SUPPRESS,
         help="colour the output: auto (default: on a terminal, unless NO_COLOR is set non-empty; "
         "FORCE_COLOR forces it), always, never",
@@ -133,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        from vpmu.report import text
-
-        text.color_mode = args.color
+        color.mode = args.color
         handler: Handler | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help()

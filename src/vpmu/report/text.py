@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from vpmu.check.explore import Result
 from vpmu.check.system import System
+from vpmu.report.color import use_color as use_color  # re-exported: the commands import it from here
 from vpmu.report.trace import fmt_value, trace_rows
-
-#: ``--color``: "always", "never", or "auto" (the default: the environment and the terminal decide).
-COLOR_CHOICES = ("auto", "always", "never")
-color_mode = "auto"
-
-
-def use_color(stream: TextIO) -> bool:
-    """Whether to colour ``stream``: ``--color always|never`` first; then a non-empty NO_COLOR turns
-    colour off (no-color.org: an empty value does not); then a non-empty FORCE_COLOR other than 0
-    turns it on; otherwise colour only on a terminal."""
-    if color_mode != "auto":
-        return color_mode == "always"
-    if os.environ.get("NO_COLOR", ""):
-        return False
-    if os.environ.get("FORCE_COLOR", "") not in ("", "0"):
-        return True
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class Style:
