@@ -22,7 +22,9 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -272,12 +274,26 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+#: Exit statuses seen, by command (printed after a long run: how many inputs got past validation).
+TALLY: Counter[tuple[str, int]] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_tally() -> Iterator[None]:
+    yield
+    if EXAMPLES:
+        total = sum(TALLY.values())
+        lines = [f"  {cmd:<10} status {code}: {n}" for (cmd, code), n in sorted(TALLY.items())]
+        sys.__stderr__.write(f"\nfuzz: {total} inputs; exit statuses by command:\n" + "\n".join(lines) + "\n")
+
+
 def assert_clean(argv: list[str], files: dict[str, bytes]) -> None:
     with tempfile.TemporaryDirectory(prefix="vpmu-fuzz-") as d:
         for name, data in files.items():
             Path(d, name).write_bytes(data)
         argv = [a.replace("{d}", d) for a in argv]
         code, out, err = run_cli(argv)
+    TALLY[(argv[1] if argv[0] == "trace" else argv[0], code)] += 1
     assert code != EXIT_INTERNAL, f"internal error for {argv}:\n{err}\ninput: {files}"
     assert code in (0, 1, 2, 3), (code, argv, err)
     assert "Traceback" not in err and "Traceback" not in out, err
