@@ -188,7 +188,8 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     _known(vt, keys_of("vcpu"), "vcpu.", where)
     ngp = _int(vt.get("num_gp", machine.num_gp), "vcpu.num_gp", 1, machine.num_gp, where)
     nfx = _int(vt.get("num_fixed", machine.num_fixed), "vcpu.num_fixed", 0, machine.num_fixed, where)
-    # An event select is 8 bits on Intel, 12 on AMD (x86-pmu-hardware.md §1.4 and §3.3: EventSelect[11:8] in bits 35:32), as event_allowed() matches it.
+    # An event select is 8 bits on Intel, 12 on AMD (EventSelect[11:8] in bits 35:32; x86-pmu-hardware.md
+    # §1.4, §3.3), as kvm.event_allowed() matches it.
     max_event = 0xFF if machine.intel else 0xFFF
     deny = _ints(vt.get("deny_events", []), "vcpu.deny_events", 0, max_event, where, key("vcpu", "deny_events").allowed)
     deny_fixed = _ints(

@@ -99,7 +99,7 @@ KEYS: tuple[Key, ...] = (
         "deny_events",
         "list of integers",
         "[]",
-        "event selects: Intel 0 to 0xFF (8 bits, §1.4), AMD 0 to 0xFFF (12 bits: EventSelect[11:8] in bits 35:32, §3.3)",
+        "event selects: Intel 0 to 0xFF (8 bits), AMD 0 to 0xFFF (12 bits: EventSelect[11:8] in bits 35:32)",
         "the VM's PMU event filter denies these event selects (deny list, §5.5)",
     ),
     Key(
