@@ -107,10 +107,10 @@ def test_info_amd_legacy_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ),
         pytest.param(
             "[machine]\ncolour = 'blue'\n",
-            "colour = 'blue' is not allowed; unknown field; known fields: ",
+            'colour = "blue" is not allowed; unknown field; known fields: ',
             id="unknown",
         ),
-        pytest.param("machine = 'intel'\n", "machine = 'intel' is not allowed; must be a TOML table", id="not-a-table"),
+        pytest.param("machine = 'intel'\n", 'machine = "intel" is not allowed; must be a TOML table', id="not-a-table"),
     ],
 )
 def test_info_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vpmu.config import MachineConfig
-from vpmu.errors import ConfigError, VpmuError
+from vpmu.errors import ConfigError, VpmuError, show_value
 
 # (keyword arguments, field named in the error, bad value, text of what is allowed)
 INVALID: list[Any] = [
@@ -148,7 +148,7 @@ def test_invalid_value_is_rejected_with_field_value_and_allowed(
     msg = str(e)
     assert e.field == field
     assert e.value == value and type(e.value) is type(value)
-    assert msg.startswith(f"{field} = {value!r} is not allowed; ")
+    assert msg.startswith(f"{field} = {show_value(value)} is not allowed; ")
     assert allowed in msg
     assert "\n" not in msg
     assert isinstance(e, VpmuError)
@@ -160,7 +160,7 @@ def test_invalid_value_from_mapping_names_the_source(
 ) -> None:
     with pytest.raises(ConfigError) as info:
         MachineConfig.from_mapping(kwargs, where="world.toml")
-    assert str(info.value).startswith(f"world.toml: {field} = {value!r} is not allowed; ")
+    assert str(info.value).startswith(f"world.toml: {field} = {show_value(value)} is not allowed; ")
     assert allowed in str(info.value)
 
 

@@ -235,9 +235,9 @@ def test_amd_has_no_preemption_timer_exit(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["simulate", "--world", "amd-long", "--exits", "every:500000", "--exit-reason", "timer"]) == 2
     err = capsys.readouterr().err
-    assert "exit reason = 'timer' is not allowed; SVM has no preemption timer" in err
+    assert 'exit reason = "timer" is not allowed; SVM has no preemption timer' in err
     assert main(["simulate", "--world", "amd-long", "--exits", "every:500000"]) == 0
-    with pytest.raises(ConfigError, match=r"bounds.exit_reasons = 'timer' is not allowed; SVM has no"):
+    with pytest.raises(ConfigError, match=r"bounds.exit_reasons = \"timer\" is not allowed; SVM has no"):
         parse_world(
             {"machine": {"vendor": "amd"}, "guest": {"program": ["hlt"]}, "bounds": {"exit_reasons": ["timer"]}},
             "w.toml",

@@ -53,9 +53,11 @@ def test_bash_commands_and_options(bash_script: Path, tmp_path: Path) -> None:
         "--html",
         "--context",
         "--lane",
+        "--debug",
+        "--color",
     ]
     assert bash_complete(bash_script, tmp_path, "vpmu", "check", "--vendor", "") == ["intel", "amd"]
-    assert bash_complete(bash_script, tmp_path, "vpmu", "completion", "") == ["bash", "zsh"]
+    assert bash_complete(bash_script, tmp_path, "vpmu", "completion", "") == ["bash", "zsh", "fish"]
     assert bash_complete(bash_script, tmp_path, "vpmu", "explain", "lvtpc-r") == ["lvtpc-route-consistent"]
 
 

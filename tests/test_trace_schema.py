@@ -224,7 +224,7 @@ def test_verdict_consistency(intel_check: dict[str, Any]) -> None:
     assert errors(doc) == ['results[0]: missing key "incomplete_reason" (required when the verdict is "incomplete")']
     doc["results"][0]["incomplete_reason"] = ""
     assert errors(doc) == ['results[0].incomplete_reason: expected a non-empty string, got ""']
-    doc["results"][0]["incomplete_reason"] = "state cap reached (10 states)"
+    doc["results"][0]["incomplete_reason"] = "state cap reached (--max-states 10)"
     doc["results"][0]["collision_probability"] = 0.0
     assert errors(doc) == [
         'results[0].collision_probability: present only when the verdict is "holds" or "violated", not "incomplete"'
@@ -356,7 +356,7 @@ def test_validate_command(
     assert code == 2
     assert err == f"vpmu: error: {notjson} is not JSON: Expecting value at line 1 column 12\n"
     code, out, err = run(capsys, "trace", "validate", str(tmp_path / "missing.json"))
-    assert code == 2 and err.startswith(f"vpmu: error: cannot read {tmp_path / 'missing.json'}: ")
+    assert code == 2 and err.startswith(f"vpmu: error: {tmp_path / 'missing.json'}: cannot read: ")
 
 
 def test_validate_strict_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_trace: dict[str, Any]) -> None:

@@ -113,5 +113,6 @@ def test_show_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
         f"vpmu: error: {bad} is not a valid vpmu.trace/1 document: contexts: expected the context names, got [] "
         f"(and 1 more; vpmu trace validate {bad} lists them)\n"
     )
-    code, out, err = run(capsys, "trace", "show", str(f), "--context", "-1")
-    assert code == 2 and "--context -1 is not allowed" in err
+    with pytest.raises(SystemExit) as info:
+        run(capsys, "trace", "show", str(f), "--context", "-1")
+    assert info.value.code == 2 and "--context: -1 is not allowed" in capsys.readouterr().err

@@ -11,13 +11,13 @@ with the reference's recommended default; docs/fidelity.md records each choice.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from vpmu.errors import ConfigError, VpmuError
+from vpmu import inputs
+from vpmu.errors import ConfigError
 
 VENDORS = ("intel", "amd")
 AMD_VERSIONS = ("legacy", "perfctrextcore", "perfmonv2")
@@ -150,16 +150,8 @@ class MachineConfig:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning I/O and syntax errors into one-line user errors."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise VpmuError(f"{p}: cannot read: {e.strerror or e}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise VpmuError(f"{p}: malformed TOML: {e}") from None
+    """Read a TOML file: not UTF-8, malformed or too deeply nested is a one-line user error."""
+    return inputs.load_toml(path)
 
 
 def _check_int(field: str, value: object, lo: int, hi: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -55,22 +56,42 @@ def _run(args: tuple[Design, Mutation, WorldSpec, int | None]) -> Outcome:
     design, mut, world, max_states = args
     d = design if mut.edit is None else design.derive(f"{design.name}~{mut.name}", mut.name, [mut.edit])
     r = check(System(d, world), max_states=max_states)
+    if r.reason == "interrupted":
+        raise KeyboardInterrupt  # explore.check returns on Ctrl-C; the whole ablation stops
     return Outcome(mut.name, world.name, r.verdict, r.prop, len(r.records), r.stats.states)
 
 
 def ablate(
-    design: Design, function: str, worlds: list[WorldSpec], max_states: int | None = None, jobs: int = 0
+    design: Design,
+    function: str,
+    worlds: list[WorldSpec],
+    max_states: int | None = None,
+    jobs: int = 0,
+    progress: Callable[[int, int, Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Check every mutation of ``function`` on every world; one Outcome per (mutation, world)."""
+    """Check every mutation of ``function`` on every world; one Outcome per (mutation, world).
+
+    ``progress(done, total, outcome)`` is called as each outcome arrives, in order."""
     tasks = []
     for world in worlds:
         for mut in mutations(design, function, world):
             tasks.append((design, mut, world, max_states))
     jobs = jobs or (os.cpu_count() or 1)
+    out: list[Outcome] = []
+
+    def done(o: Outcome) -> None:
+        out.append(o)
+        if progress is not None:
+            progress(len(out), len(tasks), o)
+
     if jobs > 1 and len(tasks) > 1 and _picklable(design):
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            return list(pool.map(_run, tasks))
-    return [_run(t) for t in tasks]
+            for o in pool.map(_run, tasks):
+                done(o)
+        return out
+    for t in tasks:
+        done(_run(t))
+    return out
 
 
 def _picklable(design: Design) -> bool:

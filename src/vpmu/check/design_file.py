@@ -26,6 +26,10 @@ TOML::
 
 Python: a module that defines ``DESIGN`` (a :class:`vpmu.kernel.lang.Design`),
 usually ``get_design("upstream").derive(...)`` with :class:`~vpmu.kernel.lang.Edit` s.
+A Python design file is code that runs with the user's rights (as ``python F.py``
+would); prefer TOML, which is data. It runs inside a guard: ``sys.exit()`` and any
+exception it raises, when it loads or later from its steps, are a one-line error
+(status 2) naming the file, never a silent exit or a traceback.
 
 Every error names the file, the line of the ``[[edit]]`` and what is wrong.
 Edits are checked against both vendors' default machines when the file loads,
@@ -39,12 +43,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vpmu.config import load_toml
-from vpmu.designs import get_design
-from vpmu.errors import VpmuError
+from vpmu.designs import DESIGNS, get_design
+from vpmu.errors import VpmuError, show_value
+from vpmu.inputs import parse_toml, read_text
 from vpmu.kernel.lang import Design, Edit, Step
 
 OPS = ("delete", "swap", "replace", "insert_before", "insert_after")
+
+#: The Python design files loaded in this process (resolved paths): an exception whose traceback
+#: passes through one of them is the file's, not vpmu's (vpmu.cli reports it as bad input).
+USER_CODE: set[str] = set()
 
 
 def load_design_file(path: str | Path) -> Design:
@@ -57,19 +65,36 @@ def load_design_file(path: str | Path) -> Design:
 
 
 def _load_python(p: Path) -> Design:
-    if not p.exists():
-        raise VpmuError(f"{p}: cannot read: no such file")
+    if not p.is_file():
+        raise VpmuError(f"{p}: cannot read: {'it is a directory' if p.is_dir() else 'no such file'}")
+    USER_CODE.add(str(p.resolve()))
     try:
         ns = runpy.run_path(str(p))
     except VpmuError as e:
         raise VpmuError(f"{p}: {e}") from None
-    except Exception as e:  # a user's module may raise anything; report it on one line
+    except SystemExit as e:  # sys.exit() in a design file must not end vpmu silently with its status
+        raise VpmuError(f"{p}: the design file called sys.exit({e.code!r}); it must define DESIGN") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a user's module may raise anything; report it on one line
         raise VpmuError(f"{p}: the design file raised {type(e).__name__}: {e}") from None
     design = ns.get("DESIGN")
     if not isinstance(design, Design):
         raise VpmuError(f"{p}: must define DESIGN, a vpmu.kernel.lang.Design (got {type(design).__name__})")
+    _check_name(design.name, str(p))
     _validate(design, str(p))
     return design
+
+
+def _check_name(name: object, where: str) -> None:
+    """A design file may not take a built-in design's name: its results would be reported as that design's."""
+    if not isinstance(name, str) or not name.strip():
+        raise VpmuError(f"{where}: name = {show_value(name)} is not allowed; allowed: a non-empty string")
+    if name in DESIGNS:
+        raise VpmuError(
+            f"{where}: name = {show_value(name)} is the name of a built-in design; allowed: another name "
+            "(results are reported by name)"
+        )
 
 
 def _edit_lines(text: str) -> list[int]:
@@ -77,13 +102,21 @@ def _edit_lines(text: str) -> list[int]:
 
 
 def _load_toml(p: Path) -> Design:
-    data = load_toml(p)
-    lines = _edit_lines(p.read_text(encoding="utf-8"))
+    text = read_text(p)
+    data = parse_toml(text, str(p))
+    lines = _edit_lines(text)
     for k in data:
         if k not in ("name", "base", "summary", "edit"):
             raise VpmuError(f"{p}: unknown key {k!r}; allowed: name, base, summary, edit")
-    base = get_design(str(data.get("base", "upstream")))
+    base_name = data.get("base", "upstream")
+    if not isinstance(base_name, str):
+        raise VpmuError(f"{p}: base = {show_value(base_name)} is not allowed; allowed: a design name (vpmu designs)")
+    base = get_design(base_name)
     name = data.get("name", p.stem)
+    _check_name(name, str(p))
+    summary = data.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        raise VpmuError(f"{p}: summary = {show_value(summary)} is not allowed; allowed: a string")
     edits_t = data.get("edit", [])
     if not isinstance(edits_t, list):
         raise VpmuError(f"{p}: edit must be an array of tables ([[edit]])")
@@ -91,9 +124,7 @@ def _load_toml(p: Path) -> Design:
     for n, et in enumerate(edits_t):
         where = f"{p}:{lines[n]} (edit {n + 1})" if n < len(lines) else f"{p} (edit {n + 1})"
         edits.append(_edit(et, base, where))
-    design = base.derive(
-        str(name), str(data.get("summary", f"{base.name} with {len(edits)} edits")), edits, source=str(p)
-    )
+    design = base.derive(str(name), summary or f"{base.name} with {len(edits)} edits", edits, source=str(p))
     _validate(design, str(p), lines)
     return design
 

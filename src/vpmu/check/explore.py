@@ -212,7 +212,7 @@ def check(
                             # Same BFS depth, fewer context switches: prefer this parent.
                             parent[tid], via[tid], switches[tid] = sid, m, sw
                 if max_states is not None and len(parent) > max_states:
-                    reason = f"state cap reached ({max_states} states)"
+                    reason = f"state cap reached (--max-states {max_states})"
                     raise _Stop
                 if progress is not None:
                     now = time.perf_counter()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from vpmu.check import properties as P
 from vpmu.check.system import ASYNC_EXIT, DELIVER, NMI, STEP, Move, StepRecord, System
 from vpmu.check.world import ASYNC_EXITS, check_exit_reason, default_exit_reason
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, show_value
 from vpmu.hw.layout import State
 from vpmu.kernel.lang import Instr
 
@@ -62,7 +62,7 @@ class Plan:
         except ValueError:
             pass
         raise VpmuError(
-            f"{option} = {text!r} is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), "
+            f"{option} = {show_value(text)} is not allowed; allowed: none, every:K (K >= 1), at:A,B,... (A >= 0), "
             "random:P (0 < P <= 1)"
         )
 

@@ -95,6 +95,7 @@ class System:
                     f"property {asked[0]!r} does not apply to design {design.name!r}: {P.MEDIATED_ONLY[asked[0]]}"
                 )
             self.props = tuple(p for p in self.props if p not in P.MEDIATED_ONLY)
+        _check_properties(self.props, world)
         self.ghost = Ghost(env, L, self.props)
         env.obs = self.ghost
         # Context program counters (-1: not running).
@@ -122,6 +123,10 @@ class System:
         boot = compile_program(fns, "kvm_enable_virtualization_cpu")
         # Where the task resumes at VM-exit: an NMI exit's NMI runs there, before anything else (V7).
         self._after_vmenter = frozenset(pc + 1 for pc, ins in enumerate(self.task.code) if ins.step.kind == VMENTER)
+        _check_ends(design.name, self.task, END, "the vCPU task")
+        _check_ends(design.name, self.nmi, IRET, "the NMI handler")
+        for prog in self.irq_programs.values():
+            _check_ends(design.name, prog, IRET, "an interrupt handler")
         isa = self.isa = GuestIsa(env)
         env.inject_gp = self._inject_gp
         try:
@@ -484,3 +489,26 @@ def _remote_perf_op(env: KernelEnv, s: list[int], arg: int) -> str:
         return f"CPU {ev.cpu} closes {ev.name} (its free: hw_perf_event_destroy(), active_events--)"
     s[env.ev_opened[e]] = 1
     return f"CPU {ev.cpu} opens {ev.name} for itself (perf_event_open: __x86_pmu_event_init(), active_events++)"
+def _check_ends(design: str, prog: Program, kind: str, what: str) -> None:
+    """A context's program must end in its unconditional end (task) or iret (handler) step, or the
+    context would run off its code: a design that deletes that step is refused by name."""
+    last = prog.code[-1] if prog.code else None
+    if last is None or last.step.kind != kind or last.when is not None:
+        raise VpmuError(
+            f"design {design!r}: {prog.entry} ({what}) no longer ends in an unconditional {kind} step "
+            f"(ends in {last.qualified if last else 'nothing: every step deleted'}); an edit deleted or moved it"
+        )
+
+
+def _check_properties(props: tuple[str, ...], world: WorldSpec) -> None:
+    """No vacuous verdict: judge at least one property, and only properties of the world's vendor."""
+    from vpmu.check import properties as P
+
+    vendor = world.machine.vendor
+    wrong = [p for p in props if P.get(p).vendor not in ("", vendor)]
+    if wrong or not props:
+        said = ", ".join(f"{p} ({P.BY_NAME[p].vendor} only)" for p in wrong) or "none"
+        raise VpmuError(
+            f"world {world.name!r} ({vendor}): properties to judge: {said}; allowed: at least one property, "
+            f"each of them for {vendor} or both vendors (vpmu explain)"
+        )

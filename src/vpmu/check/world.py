@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from vpmu.check import properties as P
+from vpmu.check.world_schema import key, keys_of
 from vpmu.config import MachineConfig, load_toml
 from vpmu.errors import ConfigError, VpmuError
 from vpmu.hw import msr as M
@@ -83,7 +84,7 @@ def check_exit_reason(reason: str, vendor: str, field: str, where: str = "") -> 
         raise ConfigError(field, reason, f"{NO_TIMER_ON_AMD}; allowed on AMD: interrupt", where)
 
 
-TOP_KEYS = ("name", "description", "cpus", "machine", "vcpu", "host_event", "guest", "bounds", "check", "vm")
+TOP_KEYS = keys_of("")
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,40 @@ def _int(v: Any, name: str, lo: int, hi: int, where: str) -> int:
     return v
 
 
+def _bound(table: Mapping[str, Any], name: str, default: int, where: str) -> int:
+    """A [bounds] integer, in the range the schema gives (world_schema.KEYS)."""
+    k = key("bounds", name)
+    assert k.lo is not None and k.hi is not None
+    return _int(table.get(name, default), f"bounds.{name}", k.lo, k.hi, where)
+
+
+def _ints(v: Any, name: str, lo: int, hi: int, where: str, allowed: str) -> tuple[int, ...]:
+    """A list of integers, each from lo to hi."""
+    if not isinstance(v, list):
+        raise ConfigError(name, v, f"allowed: a list of integers; {allowed}", where)
+    for x in v:
+        if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
+            raise ConfigError(name, x, allowed if allowed.startswith("allowed") else f"allowed: {allowed}", where)
+    return tuple(v)
+
+
+def _lvtpc(v: Any, where: str) -> int:
+    """The guest's initial LVTPC: a name, or a value with only the architectural fields (F-2.2, F-2.3)."""
+    allowed = "allowed: " + key("vcpu", "lvtpc").allowed
+    if v in ("NMI", "NMI|MASKED"):
+        return M.APIC_DM_NMI | (M.APIC_LVT_MASKED if "MASKED" in v else 0)
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFFFFFF:
+        raise ConfigError("vcpu.lvtpc", v, allowed, where)
+    if v & (M.LVTPC_RESERVED | M.APIC_DELIVERY_STATUS) & 0xFFFFFFFF:
+        raise ConfigError("vcpu.lvtpc", v, f"reserved or read-only bits set; {allowed}", where)
+    dm = v & M.APIC_DM_MASK
+    if dm not in (M.APIC_DM_FIXED, M.APIC_DM_SMI, M.APIC_DM_NMI):
+        raise ConfigError("vcpu.lvtpc", v, f"delivery mode {dm >> 8:#05b} is not one LVTPC supports; {allowed}", where)
+    if dm == M.APIC_DM_FIXED and (v & M.APIC_VECTOR_MASK) < 16:
+        raise ConfigError("vcpu.lvtpc", v, f"vectors 0 to 15 are illegal in Fixed mode; {allowed}", where)
+    return v
+
+
 def _bool(v: Any, name: str, where: str) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(name, v, "allowed: true or false", where)
@@ -164,30 +199,33 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     machine = MachineConfig.from_mapping(machine_t, where=f"{where} [machine]")
 
     vt = _table(data, "vcpu", where)
-    _known(vt, ("num_gp", "num_fixed", "intel_compatible", "deny_events", "deny_fixed", "lvtpc"), "vcpu.", where)
+    _known(vt, keys_of("vcpu"), "vcpu.", where)
     ngp = _int(vt.get("num_gp", machine.num_gp), "vcpu.num_gp", 1, machine.num_gp, where)
     nfx = _int(vt.get("num_fixed", machine.num_fixed), "vcpu.num_fixed", 0, machine.num_fixed, where)
-    deny = vt.get("deny_events", [])
-    if not isinstance(deny, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in deny):
-        raise ConfigError("vcpu.deny_events", deny, "allowed: a list of event-select numbers", where)
-    deny_fixed = vt.get("deny_fixed", [])
-    if not isinstance(deny_fixed, list) or not all(isinstance(x, int) for x in deny_fixed):
-        raise ConfigError("vcpu.deny_fixed", deny_fixed, "allowed: a list of fixed-counter indices", where)
-    lvtpc = vt.get("lvtpc", "NMI")
-    if lvtpc not in ("NMI", "NMI|MASKED") and not isinstance(lvtpc, int):
-        raise ConfigError("vcpu.lvtpc", lvtpc, 'allowed: "NMI", "NMI|MASKED" or an integer', where)
-    lvt = lvtpc if isinstance(lvtpc, int) else M.APIC_DM_NMI | (M.APIC_LVT_MASKED if "MASKED" in lvtpc else 0)
+    # An event select is 8 bits on Intel, 12 on AMD (EventSelect[11:8] in bits 35:32; x86-pmu-hardware.md
+    # §1.4, §3.3), as kvm.event_allowed() matches it.
+    max_event = 0xFF if machine.intel else 0xFFF
+    deny = _ints(vt.get("deny_events", []), "vcpu.deny_events", 0, max_event, where, key("vcpu", "deny_events").allowed)
+    deny_fixed = _ints(
+        vt.get("deny_fixed", []),
+        "vcpu.deny_fixed",
+        0,
+        nfx - 1,
+        where,
+        "allowed: " + (f"fixed-counter indices 0 to {nfx - 1}" if nfx else "none (the vCPU has no fixed counters)"),
+    )
+    lvt = _lvtpc(vt.get("lvtpc", "NMI"), where)
     vcpu = VcpuSpec(
         num_gp=ngp,
         num_fixed=nfx,
         intel_compatible=_bool(vt.get("intel_compatible", machine.intel), "vcpu.intel_compatible", where),
-        deny_events=tuple(deny),
-        deny_fixed=tuple(deny_fixed),
+        deny_events=deny,
+        deny_fixed=deny_fixed,
         lvtpc=lvt,
     )
 
     vm_t = _table(data, "vm", where)
-    _known(vm_t, ("lifecycle",), "vm.", where)
+    _known(vm_t, keys_of("vm"), "vm.", where)
     lifecycle = _bool(vm_t.get("lifecycle", False), "vm.lifecycle", where)
 
     events_t = data.get("host_event", [])
@@ -199,9 +237,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         pre = f"host_event[{n}]."
         if not isinstance(et, dict):
             raise ConfigError(f"host_event[{n}]", et, "must be a table", where)
-        _known(
-            et, ("name", "event", "exclude_guest", "pinned", "period", "counter", "opened", "cpu", "close"), pre, where
-        )
+        _known(et, keys_of("host_event"), pre, where)
         name = et.get("name", f"event{n}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(pre + "name", name, "allowed: an identifier", where)
@@ -246,7 +282,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         events.append(HostEvent(name, ev, excl, pinned, period, counter, opened, ev_cpu, close))
 
     gt = _table(data, "guest", where)
-    _known(gt, ("program", "ack", "enable", "rearm"), "guest.", where)
+    _known(gt, keys_of("guest"), "guest.", where)
     if "program" not in gt:
         raise ConfigError("guest.program", None, "required: a list of guest instructions", where)
     ack = gt.get("ack", "late")
@@ -260,9 +296,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     )
 
     bt = _table(data, "bounds", where)
-    _known(bt, ("exits", "exit_reasons", "nmis", "perf_ops", "max_depth", "migrations"), "bounds.", where)
-    cpus = _int(data.get("cpus", 1), "cpus", 1, 4, where)
-    migrations = _int(bt.get("migrations", 0), "bounds.migrations", 0, 8, where)
+    _known(bt, keys_of("bounds"), "bounds.", where)
+    cpus = _int(data.get("cpus", 1), "cpus", 1, key("", "cpus").hi or 1, where)
+    migrations = _bound(bt, "migrations", 0, where)
     if migrations and cpus == 1:
         raise ConfigError(
             "bounds.migrations", migrations, "allowed: 0 in a world with one CPU (set cpus = 2 or more)", where
@@ -278,7 +314,7 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     reasons = _strs(bt.get("exit_reasons", [default_exit_reason(machine.vendor)]), "bounds.exit_reasons", where)
     for r in reasons:
         check_exit_reason(r, machine.vendor, "bounds.exit_reasons", where)
-    perf_ops = _int(bt.get("perf_ops", 0), "bounds.perf_ops", 0, 16, where)
+    perf_ops = _bound(bt, "perf_ops", 0, where)
     unopened = [e.name for e in events if not e.opened or e.close]
     if unopened and perf_ops == 0:
         raise ConfigError(
@@ -289,20 +325,32 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
             where,
         )
     bounds = Bounds(
-        exits=_int(bt.get("exits", 1), "bounds.exits", 0, 16, where),
+        exits=_bound(bt, "exits", 1, where),
         exit_reasons=reasons,
-        nmis=_int(bt.get("nmis", 1), "bounds.nmis", 0, 16, where),
+        nmis=_bound(bt, "nmis", 1, where),
         perf_ops=perf_ops,
-        max_depth=_int(bt.get("max_depth", 0), "bounds.max_depth", 0, 100_000, where),
+        max_depth=_bound(bt, "max_depth", 0, where),
         migrations=migrations,
     )
 
     ct = _table(data, "check", where)
-    _known(ct, ("properties",), "check.", where)
+    _known(ct, keys_of("check"), "check.", where)
     props = _strs(ct.get("properties", []), "check.properties", where)
     for p in props:
         if p not in P.BY_NAME:
             raise ConfigError("check.properties", p, f"allowed: {', '.join(P.BY_NAME)}", where)
+    if props:
+        # No vacuous verdict: a world that judges nothing on its vendor is refused, not "holds".
+        applicable = [p for p in props if P.BY_NAME[p].vendor in ("", machine.vendor)]
+        if not applicable:
+            raise ConfigError(
+                "check.properties",
+                list(props),
+                f"none applies to the world's vendor, {machine.vendor} ("
+                + "; ".join(f"{p} is {P.BY_NAME[p].vendor} only" for p in props)
+                + "); allowed: at least one property of this vendor (vpmu explain)",
+                where,
+            )
 
     name = data.get("name", default_name)
     if not isinstance(name, str):

@@ -7,8 +7,18 @@ import json
 import sys
 from typing import Any
 
-from vpmu.cli.common import RAW, add_design_world_args, design_from_args, worlds_from_args
+from vpmu.cli.common import (
+    RAW,
+    Once,
+    add_design_world_args,
+    design_from_args,
+    non_negative_int,
+    output_path,
+    positive_int,
+    worlds_from_args,
+)
 from vpmu.errors import VpmuError
+from vpmu.report.progress import add_progress_args
 
 
 def check_entry(system: Any, result: Any) -> dict[str, Any]:
@@ -42,35 +52,67 @@ def check_entry(system: Any, result: Any) -> dict[str, Any]:
     return entry
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def world_properties(args: argparse.Namespace, worlds: list[Any]) -> list[tuple[str, ...] | None]:
+    """The properties to judge on each world: ``--property`` (those of the world's vendor), else the
+    world's. No vacuous verdict: a ``--property`` that applies to none of the worlds, or a world none
+    of them applies to, is refused before any work (status 2)."""
     from vpmu.check import properties as P
-    from vpmu.check.explore import check
+
+    if not args.property:
+        return [None for _ in worlds]
+    for name in args.property:
+        P.get(name)
+    out: list[tuple[str, ...] | None] = []
+    for world in worlds:
+        vendor = world.machine.vendor
+        mine = tuple(dict.fromkeys(p for p in args.property if P.BY_NAME[p].vendor in ("", vendor)))
+        if not mine:
+            said = ", ".join(f"{p} ({P.BY_NAME[p].vendor} only)" for p in args.property)
+            raise VpmuError(
+                f"--property {said} does not apply to world {world.name!r} ({vendor}); allowed: a property "
+                f"for {vendor} or both vendors (vpmu explain), or --vendor / --world of the property's vendor"
+            )
+        out.append(mine)
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vpmu.check.explore import INCOMPLETE, Result, Stats, check
     from vpmu.check.system import System
-    from vpmu.report.text import Style, counterexample, progress_printer, summary_table, use_color
+    from vpmu.report.progress import Progress
+    from vpmu.report.text import Style, counterexample, summary_table, use_color
     from vpmu.report.trace import CHECK_SCHEMA
 
-    for name in args.property or []:
-        P.get(name)
-    if args.max_states is not None and args.max_states < 1:
-        raise VpmuError(f"--max-states = {args.max_states} is not allowed; allowed: an integer >= 1")
     design = design_from_args(args)
     worlds = worlds_from_args(args)
+    props = world_properties(args, worlds)
+    # Every world is built before any is explored: a world or design error costs no run.
+    systems = [System(design, world, p) for world, p in zip(worlds, props, strict=True)]
     st = Style(use_color(sys.stdout))
+    prog = Progress(args.progress)
     rows = []
     out_json: list[dict[str, Any]] = []
     status = 0
-    for world in worlds:
-        props = tuple(args.property) if args.property else None
-        system = System(design, world, props)
-        tty = sys.stderr.isatty() and not args.json
-        result = check(
-            system,
-            max_states=args.max_states,
-            progress=progress_printer() if tty else None,
-            fingerprint=args.fingerprint,
-        )
-        if tty:
-            sys.stderr.write("\r" + " " * 90 + "\r")
+    interrupted = False
+    for system in systems:
+        world = system.world
+        if interrupted:
+            result = Result(INCOMPLETE, Stats(), reason="interrupted (Ctrl-C) before this world started")
+        else:
+            try:
+                result = check(
+                    system,
+                    max_states=args.max_states,
+                    progress=prog.states(f"{design.name} on {world.name}"),
+                    fingerprint=args.fingerprint,
+                )
+            except KeyboardInterrupt:
+                result = Result(INCOMPLETE, Stats(), reason="interrupted")
+            prog.clear()
+            if result.verdict == INCOMPLETE and result.reason == "interrupted":
+                # Ctrl-C stops the whole command, not one world (explore.check returns on it).
+                result.reason = "interrupted (Ctrl-C)"
+                interrupted = True
         rows.append((design.name, world.name, world.machine.vendor, result))
         if result.verdict == "violated":
             status = 1
@@ -81,6 +123,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(st.bold(f"{design.name} on {world.name}: counterexample ({len(result.records)} steps)"))
             print("\n".join(counterexample(system, result, st, last=args.context, full=args.full)))
             print()
+    if interrupted:
+        status = 3
+        sys.stderr.write("vpmu: interrupted: the worlds not finished are reported incomplete\n")
     if args.html:
         from vpmu.report.html import write_html
 
@@ -92,6 +137,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary_table(rows, st)))
         if design.vpmu == "legacy":
+            from vpmu.check import properties as P
+
             print(st.dim("not checked, as they do not apply to the legacy vPMU:"))
             for name, why in P.MEDIATED_ONLY.items():
                 print(st.dim(f"  {name}: {why}"))
@@ -100,26 +147,40 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from vpmu.check.ablate import ablate
+    from vpmu.report.progress import Progress
 
     design = design_from_args(args)
     worlds = worlds_from_args(args)
-    outcomes = ablate(design, args.function, worlds, max_states=args.max_states, jobs=args.jobs)
+    prog = Progress(args.progress)
+
+    def report(done: int, total: int, o: Any) -> None:
+        prog.done(f"[{done}/{total}] {o.mutation} on {o.world}: {o.verdict}, {o.states} states")
+
+    try:
+        outcomes = ablate(design, args.function, worlds, max_states=args.max_states, jobs=args.jobs, progress=report)
+    except KeyboardInterrupt:
+        # Ctrl-C stops every mutant: no partial table, whose missing rows could read as "holds".
+        sys.stderr.write("vpmu: interrupted: the ablation is incomplete; no mutant's verdict is reported\n")
+        return 3
     print(f"ablation of {design.name}:{args.function} on {', '.join(w.name for w in worlds)}")
-    print(f"{'mutation':<58} {'world':<16} {'verdict':<10} {'property':<32} {'trace':>5}")
+    ww = max([16] + [len(w.name) for w in worlds])
+    wm = max([58] + [len(o.mutation) for o in outcomes])
+    print(f"{'mutation':<{wm}} {'world':<{ww}} {'verdict':<10} {'property':<32} {'trace':>5}")
     baseline = {o.world: o for o in outcomes if o.mutation.startswith("(none")}
     for o in outcomes:
         prop = o.prop or (
             "not load-bearing in this world" if o.mutation.startswith("delete") and o.verdict == "holds" else ""
         )
         length = str(o.length) if o.verdict == "violated" else ""
-        print(f"{o.mutation:<58} {o.world:<16} {o.verdict:<10} {prop:<32} {length:>5}".rstrip())
+        print(f"{o.mutation:<{wm}} {o.world:<{ww}} {o.verdict:<10} {prop:<32} {length:>5}".rstrip())
     for world, base in baseline.items():
         if base.verdict != "holds":
             print(
                 f"note: {design.name} itself is {base.verdict} on {world} ({base.prop}); a mutant's verdict "
                 "there may be that same violation, so it does not say whether the mutated step is load-bearing"
             )
-    return 0
+    # Exit 3 if a check stopped at --max-states: that mutant's row has no verdict.
+    return 3 if any(o.verdict == "incomplete" for o in outcomes) else 0
 
 
 def register(sub: Any) -> None:
@@ -127,7 +188,8 @@ def register(sub: Any) -> None:
         "check",
         help="explore every interleaving and judge every state",
         description="Explore every reachable state of a design on one or more worlds and judge it against the "
-        "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete.",
+        "properties (vpmu explain). Exit 0: all hold; 1: a violation; 2: bad input; 3: incomplete (a state cap, "
+        "Ctrl-C); 70: internal error (a bug in vpmu).",
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
         "  vpmu check --world my-world.toml --property no-warn --json\n"
         "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html\n"
@@ -136,7 +198,7 @@ def register(sub: Any) -> None:
     )
     add_design_world_args(p)
     p.add_argument("--property", action="append", metavar="NAME", help="check only this property (repeatable)")
-    p.add_argument("--max-states", type=int, metavar="N", help="stop with 'incomplete' after N states")
+    p.add_argument("--max-states", type=positive_int, metavar="N", help="stop with 'incomplete' after N states")
     p.add_argument(
         "--fingerprint",
         action="store_true",
@@ -144,11 +206,18 @@ def register(sub: Any) -> None:
         "estimated probability that a fingerprint collision hid a state",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
+    add_progress_args(p)
     p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
     p.add_argument("--full", action="store_true", help="print every register after every step")
-    p.add_argument("--context", type=int, default=0, metavar="N", help="print only the last N steps of a trace")
     p.add_argument(
-        "--html", metavar="OUT", help="write the first counterexample as an HTML timeline (vpmu trace render)"
+        "--context", type=non_negative_int, default=0, metavar="N", help="print only the last N steps of a trace"
+    )
+    p.add_argument(
+        "--html",
+        type=output_path,
+        action=Once,
+        metavar="OUT",
+        help="write the first counterexample as an HTML timeline (vpmu trace render)",
     )
     p.set_defaults(handler=cmd_check)
 
@@ -163,7 +232,12 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     add_design_world_args(p)
-    p.add_argument("--function", required=True, help="the function to mutate (vpmu show DESIGN lists them)")
-    p.add_argument("--max-states", type=int, metavar="N", help="stop each check after N states (incomplete)")
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument(
+        "--function", required=True, action=Once, help="the function to mutate (vpmu show DESIGN lists them)"
+    )
+    p.add_argument("--max-states", type=positive_int, metavar="N", help="stop each check after N states (incomplete)")
+    p.add_argument(
+        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
+    )
+    add_progress_args(p)
     p.set_defaults(handler=cmd_ablate)

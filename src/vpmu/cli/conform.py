@@ -12,10 +12,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vpmu.cli.common import Once, non_negative_int, output_path, write_output
 from vpmu.errors import VpmuError
+from vpmu.report.progress import add_progress_args
 
 if TYPE_CHECKING:
     from vpmu.conform.runner import CaseRun
@@ -202,6 +203,10 @@ def cmd_conform(args: argparse.Namespace) -> int:
     st = Style(use_color(sys.stdout))
     if args.list:
         return _list(args, st)
+    from vpmu.report.progress import Progress
+
+    if args.mutation and not args.mutations:
+        raise VpmuError("--mutation DESIGN is for the mutation check: give --mutations as well")
     if args.kernel:
         from vpmu.cli.source import tree_design_name
 
@@ -218,15 +223,23 @@ def cmd_conform(args: argparse.Namespace) -> int:
         return _compare(args, cases, jobs, st)
     t0 = time.perf_counter()
     tasks = C.plan(cases, _schedules(args))
-    done = 0
+    prog = Progress(args.progress)
+    finished: list[CaseRun] = []
 
     def progress(r: CaseRun) -> None:
-        nonlocal done
-        done += 1
-        if args.progress:
-            sys.stderr.write(f"[{done}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}\n")
+        finished.append(r)
+        prog.done(f"[{len(finished)}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}")
 
-    results = C.run_tasks(tasks, design, jobs, progress)
+    try:
+        results = C.run_tasks(tasks, design, jobs, progress)
+    except KeyboardInterrupt:
+        # Ctrl-C stops every run; those not finished have no verdict (none of them "passes").
+        failed = sum(1 for r in finished if not r.skipped and r.verdict != "pass")
+        sys.stderr.write(
+            f"vpmu: interrupted: {len(finished)} of {len(tasks)} runs finished ({failed} failed); "
+            f"the other {len(tasks) - len(finished)} are incomplete\n"
+        )
+        return 3
     seconds = time.perf_counter() - t0
     bad = [r for r in results if not r.skipped and r.verdict != "pass"]
     if args.trace:
@@ -238,7 +251,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
             "schedule": first.schedule if first else None,
             "trace": first.trace if first else [],
         }
-        Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        write_output(args.trace, json.dumps(doc, indent=1) + "\n", "--trace")
     if args.json:
         json.dump(
             {
@@ -398,10 +411,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--design",
+        action=Once,
         help="a built-in design (vpmu designs); default upstream; legacy: native vs mediated vs legacy per case",
     )
-    p.add_argument("--kernel", metavar="DIR", help="derive the design from a kernel source tree (vpmu source design)")
-    p.add_argument("--vendor", choices=("intel", "amd"), help="only this vendor's cases")
+    p.add_argument(
+        "--kernel", action=Once, metavar="DIR", help="derive the design from a kernel source tree (vpmu source design)"
+    )
+    p.add_argument("--vendor", action=Once, choices=("intel", "amd"), help="only this vendor's cases")
     p.add_argument("--suite", action="append", metavar="NAME", help="kut, counters or filter (repeatable)")
     p.add_argument("--case", action="append", metavar="NAME", help="a case id, name or part of one (repeatable)")
     p.add_argument(
@@ -410,14 +426,22 @@ def register(sub: Any) -> None:
         metavar="S",
         help="none, every:K[:timer], at:A,B, steps, random:SEED[:no-nmi] (repeatable; default: each case's set)",
     )
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument(
+        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
+    )
     p.add_argument(
         "--mutations", action="store_true", help="run the mutation check instead: which cases catch each broken design"
     )
     p.add_argument("--mutation", action="append", metavar="DESIGN", help="with --mutations: only this design")
     p.add_argument("--list", action="store_true", help="list the cases and what is not run, and exit")
-    p.add_argument("--trace", metavar="FILE", help="write the steps before the first failure as JSON")
+    p.add_argument(
+        "--trace",
+        type=output_path,
+        action=Once,
+        metavar="FILE",
+        help="write the steps before the first failure as JSON",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument("--progress", action="store_true", help="report each run on stderr as it finishes")
+    add_progress_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case and schedule")
     p.set_defaults(handler=cmd_conform)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from vpmu.cli.common import RAW, design_from_args, machine_from_args
+from vpmu.cli.common import RAW, Once, design_from_args, machine_from_args
 from vpmu.config import VENDORS
 from vpmu.errors import VpmuError
 
@@ -177,7 +177,7 @@ def register(sub: Any) -> None:
     p.add_argument("function", nargs="?", help="function name")
     p.add_argument("--design-file", metavar="FILE", help="show a design file instead of a built-in design")
     p.add_argument("--world", metavar="NAME|FILE", help="build for this world (default: the vendor's default)")
-    p.add_argument("--vendor", choices=VENDORS, help="build for this vendor's default world")
+    p.add_argument("--vendor", action=Once, choices=VENDORS, help="build for this vendor's default world")
     p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser(
@@ -230,7 +230,7 @@ def register(sub: Any) -> None:
         "--kernel", metavar="DIR", help="with --c: a patch against this kernel tree (it must be design A)"
     )
     p.add_argument("--world", metavar="NAME|FILE", help="build both for this world")
-    p.add_argument("--vendor", choices=VENDORS, help="build both for this vendor's default world")
+    p.add_argument("--vendor", action=Once, choices=VENDORS, help="build both for this vendor's default world")
     p.set_defaults(handler=cmd_diff)
 
     p = sub.add_parser(
@@ -241,5 +241,5 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     p.add_argument("--config", metavar="FILE", help="machine TOML file ([machine] table)")
-    p.add_argument("--vendor", choices=VENDORS, help="vendor (default intel, or the config's)")
+    p.add_argument("--vendor", action=Once, choices=VENDORS, help="vendor (default intel, or the config's)")
     p.set_defaults(handler=cmd_info)

@@ -8,22 +8,24 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from vpmu.cli.common import RAW
-from vpmu.errors import VpmuError
+from vpmu.cli.common import RAW, Once, non_negative_int, output_path, positive_int
+from vpmu.report.progress import add_progress_args
 
 SCENARIOS_SCHEMA = "vpmu.scenarios/1"
+#: The scenario runner's state cap (vpmu.scenarios.run.MAX_STATES, repeated so that --help needs no import).
+MAX_STATES = 2_000_000
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from vpmu.check.world import default_exit_reason
+    from vpmu.report.progress import Progress
     from vpmu.report.text import Style, counterexample, use_color
     from vpmu.report.trace import trace_rows
-    from vpmu.scenarios import load_catalog
-    from vpmu.scenarios.run import describe, run, summary, table
+    from vpmu.scenarios import load_catalog, load_user_scenarios
+    from vpmu.scenarios.run import describe, interrupted, run, summary, table
 
-    if args.context < 0:
-        raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
-    chosen = load_catalog().select(args.ids)
+    catalog = load_user_scenarios(args.file, args.catalog) if args.file or args.catalog else load_catalog()
+    chosen = catalog.select(args.ids)
     if args.kernel:
         from vpmu.cli.source import tree_design_name
 
@@ -31,10 +33,27 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         sys.stderr.write(f"vpmu: the scenarios of design upstream run with the tree's design {name}\n")
         chosen = [replace(sc, design=name) if sc.design == "upstream" else sc for sc in chosen]
     st = Style(use_color(sys.stdout))
+    prog = Progress(args.progress)
     outcomes = []
-    for scenario in chosen:
-        o = run(scenario)
+    stopped = False
+    for n, scenario in enumerate(chosen):
+        if stopped:
+            outcomes.append(interrupted(scenario, started=False))
+            continue
+        try:
+            o = run(
+                scenario,
+                max_states=args.max_states,
+                progress=prog.states(f"scenario {scenario.id} ({n + 1}/{len(chosen)})"),
+            )
+        except KeyboardInterrupt:
+            # Ctrl-C stops the whole command: this scenario and the rest are incomplete, none "differs".
+            prog.clear()
+            o, stopped = interrupted(scenario, started=True), True
+        prog.clear()
         outcomes.append(o)
+        if not stopped:
+            prog.done(f"[{n + 1}/{len(chosen)}] scenario {scenario.id}: {o.observed}")
         if args.trace and not args.json:
             print("\n".join(describe(o)))
             if o.verdict == "violated" and o.result is not None and o.system is not None:
@@ -62,7 +81,9 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
                     print(f"{head}; all {len(expected)} expected observations as stated ({how})")
                     print("\n".join(f"  {kind:<8} {x}" for kind, x in expected))
             print()
-    differ = any(not o.matches for o in outcomes)
+    differ = any(not o.matches and not o.interrupted for o in outcomes)
+    if stopped:
+        sys.stderr.write("vpmu: interrupted: the scenarios not finished are reported incomplete\n")
     if args.html:
         _scenario_html(outcomes, args.html)
     if args.json:
@@ -100,6 +121,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
                     },
                     matches=o.matches,
                 )
+                if o.interrupted:
+                    entry["incomplete"] = True
                 if args.trace and o.verdict == "violated" and o.result is not None and o.system is not None:
                     entry["trace"] = trace_rows(o.system, o.result.states, o.result.records)
             doc.append(entry)
@@ -110,7 +133,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         print(summary(outcomes))
     else:
         print(summary(outcomes))
-    return 1 if differ else 0
+    return 3 if stopped else 1 if differ else 0
 
 
 def _scenario_html(outcomes: list[Any], out: str) -> None:
@@ -134,17 +157,48 @@ def register(sub: Any) -> None:
         description="Run the scenario catalog (vpmu/scenarios/catalog/): each scenario is a design, a world and the "
         "verdict the checker must give (holds, a named property violated, or the world refused), some with a "
         "scripted run and the observations it must show. Prints one row per scenario, then the scenarios the model "
-        "cannot express yet, with the reason. Exit 0: every verdict as expected; 1: one differs; 2: unknown id.",
-        epilog="examples:\n  vpmu scenarios\n  vpmu scenarios S5 --trace\n  vpmu scenarios S1-seed-amd H1 --trace "
+        "cannot express yet, with the reason. --file and --catalog run your own scenario files (same format, "
+        "docs/scenarios.md). Exit 0: every verdict as expected; 1: one differs; 2: bad input (an unknown id, "
+        "an invalid file); 3: interrupted (Ctrl-C); 70: internal error.",
+        epilog="examples:\n  vpmu scenarios\n  vpmu scenarios --file my-scenario.toml --trace\n"
+        "  vpmu scenarios S5 --trace\n  vpmu scenarios S1-seed-amd H1 --trace "
         "--context 12\n  vpmu scenarios --json",
         formatter_class=RAW,
     )
     p.add_argument("ids", nargs="*", metavar="ID", help="scenarios to run (default: all), e.g. S5 H3-late F1")
-    p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
-    p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
     p.add_argument(
-        "--kernel", metavar="DIR", help="run the scenarios of design upstream with the design of this kernel tree"
+        "--file",
+        action="append",
+        metavar="F.toml",
+        help="run this scenario file instead of the packaged catalog (repeatable; docs/scenarios.md)",
+    )
+    p.add_argument(
+        "--catalog", action="append", metavar="DIR", help="run every *.toml scenario in DIR instead (repeatable)"
+    )
+    p.add_argument(
+        "--max-states",
+        type=positive_int,
+        default=MAX_STATES,
+        metavar="N",
+        help=f"a check that visits more states is incomplete (default {MAX_STATES:,})",
+    )
+    add_progress_args(p)
+    p.add_argument("--trace", action="store_true", help="describe each scenario and print its counterexample")
+    p.add_argument(
+        "--context", type=non_negative_int, default=0, metavar="N", help="with --trace: only the last N steps"
+    )
+    p.add_argument(
+        "--kernel",
+        action=Once,
+        metavar="DIR",
+        help="run the scenarios of design upstream with the design of this kernel tree",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
-    p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
+    p.add_argument(
+        "--html",
+        type=output_path,
+        action=Once,
+        metavar="OUT",
+        help="write the first counterexample among them as an HTML timeline",
+    )
     p.set_defaults(handler=cmd_scenarios)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from vpmu.cli.common import RAW, add_design_world_args, design_from_args, worlds_from_args
+from vpmu.cli.common import (
+    RAW,
+    Once,
+    add_design_world_args,
+    design_from_args,
+    non_negative_int,
+    output_path,
+    positive_int,
+    worlds_from_args,
+    write_output,
+)
 from vpmu.errors import VpmuError
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from vpmu.check.simulate import Plan, simulate
     from vpmu.check.system import CONTEXT_LABEL, System
-    from vpmu.report.trace import TRACE_SCHEMA, trace_rows
+    from vpmu.report.trace import TRACE_SCHEMA, observation_rows, trace_rows
 
     exits, nmis = Plan.parse(args.exits, "--exits"), Plan.parse(args.nmis, "--nmis")
     perf_plan = Plan.parse(args.perf_ops, "--perf-ops")
@@ -67,9 +76,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "world": world.name,
             "contexts": sorted(set(CONTEXT_LABEL.values())),
             "steps": rows,
+            "observations": observation_rows(r.journal),
+            "violations": list(r.violations),
         }
     if args.trace:
-        Path(args.trace).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        write_output(args.trace, json.dumps(doc, indent=1) + "\n", "--trace")
         print(f"trace written to {args.trace}")
     if args.html:
         from vpmu.report.html import write_html
@@ -90,7 +101,7 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     add_design_world_args(p)
-    p.add_argument("--exits", default="none", metavar="PLAN", help="when asynchronous VM-exits happen")
+    p.add_argument("--exits", action=Once, default="none", metavar="PLAN", help="when asynchronous VM-exits happen")
     p.add_argument(
         "--exit-reason",
         default="",
@@ -98,7 +109,7 @@ def register(sub: Any) -> None:
         help="timer: VMX preemption timer (KVM fastpath; Intel only, the default there); "
         "interrupt: a host interrupt (full exit; the default on AMD)",
     )
-    p.add_argument("--nmis", default="none", metavar="PLAN", help="when unrelated NMIs arrive")
+    p.add_argument("--nmis", action=Once, default="none", metavar="PLAN", help="when unrelated NMIs arrive")
     p.add_argument(
         "--perf-ops",
         default="none",
@@ -106,8 +117,16 @@ def register(sub: Any) -> None:
         help="when another CPU starts a host perf operation: the first one possible (open an event "
         "declared opened = false, else disable, then re-enable, the first host event)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for random plans")
-    p.add_argument("--max-steps", type=int, default=1_000_000, help="stop after this many steps")
-    p.add_argument("--trace", metavar="FILE", help="write the trace as JSON (schema vpmu.trace/1)")
-    p.add_argument("--html", metavar="OUT", help="write the trace as an HTML timeline (vpmu trace render)")
+    p.add_argument("--seed", type=non_negative_int, action=Once, default=0, help="seed for random plans")
+    p.add_argument("--max-steps", type=positive_int, action=Once, default=1_000_000, help="stop after this many steps")
+    p.add_argument(
+        "--trace", type=output_path, action=Once, metavar="FILE", help="write the trace as JSON (schema vpmu.trace/1)"
+    )
+    p.add_argument(
+        "--html",
+        type=output_path,
+        action=Once,
+        metavar="OUT",
+        help="write the trace as an HTML timeline (vpmu trace render)",
+    )
     p.set_defaults(handler=cmd_simulate)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from vpmu.cli.common import Once, non_negative_int, output_path, write_output
 from vpmu.errors import VpmuError
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -43,7 +43,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     view = load_view(args.file, _result(args))
     last, drawn = window_for(view, None if args.context is None else _context(args))
     page = render_view(view, last=last, extra_lanes=args.lane or ())
-    Path(args.html).write_text(page, encoding="utf-8")
+    write_output(args.html, page, "--html")
     print(f"timeline of {view.title} ({drawn}) written to {args.html}")
     return 0
 
@@ -115,7 +115,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{path}: valid {report.kind}" + (f" ({report.summary})" if report.summary else ""))
         else:
             n = len(report.errors) + report.dropped
-            print(f"{path}: invalid {report.kind} document, {n} error{'s' * (n != 1)}:")
+            what = "not a vpmu or ITF document" if report.kind == "unknown" else f"invalid {report.kind} document"
+            print(f"{path}: {what}, {n} error{'s' * (n != 1)}:")
             for line in report.lines():
                 print(f"  {line}")
             status = max(status, 1)
@@ -139,7 +140,7 @@ def cmd_itf(args: argparse.Namespace) -> int:
     if args.output in (None, "-"):
         sys.stdout.write(text)
     else:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_output(args.output, text, "--output")
         print(
             f"ITF trace of {view.title}: {len(doc['states'])} states of {len(doc['vars'])} variables "
             f"written to {args.output}"
@@ -154,7 +155,8 @@ def _file_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="TRACE.json", help="a vpmu.trace/1 file (simulate --trace) or vpmu.check/1 file")
     p.add_argument(
         "--result",
-        type=int,
+        type=non_negative_int,
+        action=Once,
         metavar="N",
         help="for a vpmu.check/1 file: the counterexample of results[N] (default: the first violated result)",
     )
@@ -198,10 +200,13 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     _file_arg(p)
-    p.add_argument("--html", required=True, metavar="OUT", help="write the HTML page here")
+    p.add_argument(
+        "--html", required=True, type=output_path, action=Once, metavar="OUT", help="write the HTML page here"
+    )
     p.add_argument(
         "--context",
-        type=int,
+        type=non_negative_int,
+        action=Once,
         metavar="N",
         help="draw only the last N steps (0: all; default: all, or the last 5000 of a longer trace)",
     )
@@ -219,7 +224,9 @@ def register(sub: Any) -> None:
     )
     _file_arg(p)
     p.add_argument("--full", action="store_true", help="also print every register after every step")
-    p.add_argument("--context", type=int, default=0, metavar="N", help="print only the last N steps (0: all)")
+    p.add_argument(
+        "--context", type=non_negative_int, default=0, metavar="N", help="print only the last N steps (0: all)"
+    )
     p.set_defaults(handler=cmd_show)
 
     p = tsub.add_parser(
@@ -247,7 +254,9 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     _file_arg(p)
-    p.add_argument("-o", "--output", metavar="OUT", help="write here (default: standard output)")
+    p.add_argument(
+        "-o", "--output", type=output_path, action=Once, metavar="OUT", help="write here (default: standard output)"
+    )
     p.add_argument(
         "--changed-only", action="store_true", help="only the slots the trace changes, even for a built-in model"
     )

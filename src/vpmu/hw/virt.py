@@ -208,7 +208,8 @@ class Cpu(Apic):
         out.append(f"mediated vPMU capable host: {'yes' if cfg.mediated_capable else 'no'}")
         out.append(
             f"open points: masked PMI {cfg.masked_pmi}, skid {cfg.pmi_skid}, "
-            f"status-set PMI {cfg.status_set_raises_pmi}, transition cycles {cfg.transition_cycles}, "
+            f"status-set PMI {'yes' if cfg.status_set_raises_pmi else 'no'}, "
+            f"transition cycles {cfg.transition_cycles}, "
             f"fixed high bits {cfg.fixed_high_bits}, SVME=0 filter {cfg.svme_off_filter}, RDPMC fast {cfg.rdpmc_fast}"
         )
         msrs = sorted(set(self._readers) | set(self._writers))

@@ -1041,5 +1041,8 @@ def write_html(doc: dict[str, Any], out: str | Path, where: str) -> str | None:
         return None
     view = view_of(doc, where)  # validates: the tool's own output, so an error here is a bug
     last, drawn = window_for(view, None)
-    Path(out).write_text(render_view(view, last), encoding="utf-8")
+    try:
+        Path(out).write_text(render_view(view, last), encoding="utf-8")
+    except OSError as e:
+        raise VpmuError(f"{out}: cannot write: {e.strerror or e}") from None
     return f"timeline of {view.title} ({drawn}) written to {out}"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vpmu.errors import VpmuError
+from vpmu.errors import VpmuError, show_value
 
 CHECK_SCHEMA = "vpmu.check/1"
 TRACE_SCHEMA = "vpmu.trace/1"
@@ -46,6 +46,10 @@ RESULT_KEYS = ("design", "world", "vendor", "verdict", "states", "transitions", 
 RESULT_OPTIONAL = ("violation", "incomplete_reason", "collision_probability")
 VIOLATION_KEYS = ("property", "description", "source", "message", "trace")
 TRACE_KEYS = ("schema", "design", "world", "contexts", "steps")
+#: Optional in vpmu.trace/1 (added compatibly): what ``vpmu simulate`` observed, and its violations.
+TRACE_OPTIONAL = ("observations", "violations")
+OBSERVATION_KINDS = ("guest read", "guest PMI", "host count")
+OBSERVATION_KEYS = ("kind", "what", "seen", "expected", "matches")
 STEP_KEYS = ("step", "context", "label", "text", "changes", "hw", "move")
 
 ITF_FORMS = ("#bigint", "#tup", "#set", "#map", "#unserializable")
@@ -62,8 +66,7 @@ def key_path(base: str, key: str) -> str:
 
 def show(value: Any, limit: int = 60) -> str:
     """A JSON value as it appears in the document, shortened."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return show_value(value, limit)
 
 
 def is_int(v: Any) -> bool:
@@ -332,7 +335,11 @@ def _collision_probability(w: _Walker, v: Any, path: str, verdict: Any) -> None:
 
 
 def _trace_doc(w: _Walker, doc: dict[str, Any]) -> None:
-    w.keys(doc, "", TRACE_KEYS, (), TRACE_SCHEMA)
+    w.keys(doc, "", TRACE_KEYS, TRACE_OPTIONAL, TRACE_SCHEMA)
+    if "observations" in doc:
+        _observations(w, doc["observations"])
+    if "violations" in doc:
+        w.strings(doc["violations"], "violations")
     for k in ("design", "world"):
         if k in doc:
             w.string(doc[k], k, nonempty=True)
@@ -350,6 +357,24 @@ def _trace_doc(w: _Walker, doc: dict[str, Any]) -> None:
         w.steps(doc["steps"], "steps", contexts)
         if isinstance(doc["steps"], list):
             w.r.summary = f"{len(doc['steps'])} steps"
+
+
+def _observations(w: _Walker, obs: Any) -> None:
+    """``observations`` of a simulate trace (docs/json-schema.md): what each party saw and should have."""
+    if not isinstance(obs, list):
+        w.r.error("observations", f"expected an array of observations, got {show(obs)}")
+        return
+    for i, o in enumerate(obs):
+        p = f"observations[{i}]"
+        if not w.obj(o, p) or not w.keys(o, p, OBSERVATION_KEYS, (), "an observation"):
+            continue
+        w.one_of(o["kind"], key_path(p, "kind"), OBSERVATION_KINDS)
+        w.string(o["what"], key_path(p, "what"))
+        ok = w.integer(o["seen"], key_path(p, "seen"), 0)
+        ok = w.integer(o["expected"], key_path(p, "expected"), 0) and ok
+        matches = w.one_of(o["matches"], key_path(p, "matches"), (True, False))
+        if matches and ok and o["matches"] != (o["seen"] == o["expected"]):
+            w.r.error(key_path(p, "matches"), f"expected {show(o['seen'] == o['expected'])} (seen vs expected)")
 
 
 # --- ITF -------------------------------------------------------------------------------------------
@@ -425,7 +450,8 @@ def _itf_doc(w: _Walker, doc: dict[str, Any]) -> None:
     if not isinstance(states, list):
         w.r.error("states", f"expected an array of states, got {show(states)}")
         return
-    wanted = set(doc["vars"]) if isinstance(doc.get("vars"), list) else set()
+    # Only the names that are strings (w.strings reported the others) are looked for.
+    wanted = {v for v in doc["vars"] if isinstance(v, str)} if isinstance(doc.get("vars"), list) else set()
     for i, s in enumerate(states):
         p = f"states[{i}]"
         if not w.obj(s, p, "a state object"):
@@ -477,15 +503,11 @@ def validate(doc: Any, strict: bool = False) -> Report:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a VpmuError (exit status 2) if it cannot be read or is not JSON."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise VpmuError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise VpmuError(f"{path} is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    """Parse a JSON file; a VpmuError (exit status 2) if it cannot be read, is not UTF-8 or not JSON,
+    or nests too deeply (vpmu.inputs)."""
+    from vpmu.inputs import load_json
+
+    return load_json(path)
 
 
 # --- traces as the renderers see them -------------------------------------------------------------------
@@ -552,7 +574,8 @@ class TraceView:
 def _first_error(report: Report, where: str) -> VpmuError:
     n = len(report.errors) + report.dropped
     more = f" (and {n - 1} more; vpmu trace validate {where} lists them)" if n > 1 else ""
-    return VpmuError(f"{where} is not a valid {report.kind} document: {report.errors[0]}{more}")
+    what = "a vpmu trace document" if report.kind == "unknown" else f"a valid {report.kind} document"
+    return VpmuError(f"{where} is not {what}: {report.errors[0]}{more}")
 
 
 def view_of(doc: Any, where: str = "(document)", result: int | None = None) -> TraceView:

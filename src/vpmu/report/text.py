@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from vpmu.check.explore import Result
 from vpmu.check.system import System
+from vpmu.report.color import use_color as use_color  # re-exported: the commands import it from here
 from vpmu.report.trace import fmt_value, trace_rows
-
-
-def use_color(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never with NO_COLOR set (no-color.org)."""
-    return stream.isatty() and "NO_COLOR" not in os.environ
 
 
 class Style:
@@ -99,8 +94,11 @@ def counterexample(system: System, result: Result, st: Style, last: int = 0, ful
 
 def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> list[str]:
     """One line per (design, world): verdict and statistics."""
+    # Columns as wide as their longest name (a world name longer than 16 used to shift the row).
+    wd = max([20] + [len(r[0]) for r in rows])
+    ww = max([16] + [len(r[1]) for r in rows])
     head = (
-        f"{'design':<20} {'world':<16} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} "
+        f"{'design':<{wd}} {'world':<{ww}} {'verdict':<10} {'states':>9} {'trans.':>9} {'depth':>6} "
         f"{'seconds':>8} {'states/s':>9}  detail"
     )
     out = [st.bold(head)]
@@ -112,7 +110,7 @@ def summary_table(rows: Sequence[tuple[str, str, str, Result]], st: Style) -> li
             detail += f"{', ' if detail else ''}fingerprints: collision probability {r.collision_probability:.3g}"
         verdict = verdict_word(r.verdict, st) + " " * max(0, 10 - len(r.verdict))  # pad the visible text
         out.append(
-            f"{design:<20} {world:<16} {verdict} "
+            f"{design:<{wd}} {world:<{ww}} {verdict} "
             f"{r.stats.states:>9} {r.stats.transitions:>9} {r.stats.depth:>6} {r.stats.seconds:>8.2f} "
             f"{r.stats.rate:>9.0f}  {detail}".rstrip()
         )

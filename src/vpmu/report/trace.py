@@ -77,3 +77,13 @@ def trace_rows(system: System, states: Sequence[State], records: Sequence[StepRe
             }
         )
     return rows
+
+
+def observation_rows(journal: Sequence[tuple[str, str, int, int]]) -> list[dict[str, Any]]:
+    """A simulation's observations for a vpmu.trace/1 document (docs/json-schema.md): per guest read,
+    guest PMI and host perf read, what was seen and what the reference (native CPU, ghost) expected.
+    A guest PMI is seen = 1 with expected = 1 if one was owed, 0 if it is spurious."""
+    return [
+        {"kind": kind, "what": what, "seen": seen, "expected": expect, "matches": seen == expect}
+        for kind, what, seen, expect in journal
+    ]

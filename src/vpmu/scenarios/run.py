@@ -19,10 +19,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from vpmu.check.explore import VIOLATED, Result, check
+from vpmu.check.explore import VIOLATED, Progress, Result, check
 from vpmu.check.simulate import Plan, simulate
 from vpmu.check.system import CONTEXT_LABEL, StepRecord, System
-from vpmu.designs import get_design
 from vpmu.errors import VpmuError
 from vpmu.report.text import Style, verdict_word
 from vpmu.report.trace import hw_event_str
@@ -51,6 +50,8 @@ class Outcome:
     script_problems: list[str] = field(default_factory=list)
     result: Result | None = None
     system: System | None = None
+    #: Ctrl-C stopped it (or it never started): no verdict, neither as expected nor differing.
+    interrupted: bool = False
 
     @property
     def observed(self) -> str:
@@ -118,7 +119,7 @@ def in_order(expected: Sequence[str], lines: Sequence[str], what: str) -> list[s
 def run_script(scenario: Scenario, script: Script) -> tuple[int, list[str]]:
     """Run the scripted schedule; the number of steps and every observation that differs."""
     assert scenario.world is not None
-    system = System(get_design(scenario.design), scenario.world, scenario.properties or None)
+    system = System(scenario.get_design(), scenario.world, scenario.properties or None)
     r = simulate(
         system,
         Plan.parse(script.exits, "script.exits"),
@@ -144,8 +145,16 @@ def run_script(scenario: Scenario, script: Script) -> tuple[int, list[str]]:
     return len(r.records), problems
 
 
-def run(scenario: Scenario, max_states: int = MAX_STATES) -> Outcome:
-    """Check one scenario (and run its script); never raises for a model or input problem."""
+def interrupted(scenario: Scenario, started: bool) -> Outcome:
+    """The outcome of a scenario Ctrl-C stopped (``started``) or kept from starting."""
+    why = "interrupted (Ctrl-C)" if started else "interrupted (Ctrl-C) before it started"
+    return Outcome(scenario, INCOMPLETE, message=why, interrupted=True)
+
+
+def run(scenario: Scenario, max_states: int = MAX_STATES, progress: Progress | None = None) -> Outcome:
+    """Check one scenario (and run its script); never raises for a model or input problem.
+
+    Ctrl-C raises KeyboardInterrupt (the caller reports every unfinished scenario incomplete)."""
     if not scenario.expressible:
         return Outcome(scenario, NOT_EXPRESSIBLE, message=scenario.reason)
     if scenario.world is None:
@@ -154,10 +163,12 @@ def run(scenario: Scenario, max_states: int = MAX_STATES) -> Outcome:
         return Outcome(scenario, REFUSED if ok else ERROR, message=scenario.world_error)
     start = time.perf_counter()
     try:
-        system = System(get_design(scenario.design), scenario.world, scenario.properties or None)
-        result = check(system, max_states=max_states)
+        system = System(scenario.get_design(), scenario.world, scenario.properties or None)
+        result = check(system, max_states=max_states, progress=progress)
     except VpmuError as e:
         return Outcome(scenario, ERROR, message=str(e), seconds=time.perf_counter() - start)
+    if result.verdict == INCOMPLETE and result.reason == "interrupted":
+        raise KeyboardInterrupt  # explore.check returns on Ctrl-C; the whole command stops
     out = Outcome(
         scenario,
         result.verdict,
@@ -209,7 +220,7 @@ def table(outcomes: Sequence[Outcome], st: Style) -> list[str]:
         s = o.scenario
         word = verdict_word(o.verdict, st) + o.observed[len(o.verdict) :]
         pad = " " * max(0, w_o - len(o.observed))
-        mark = "" if o.matches else "  " + st.red("DIFFERS")
+        mark = "" if o.matches else "  " + (st.yellow("NOT FINISHED") if o.interrupted else st.red("DIFFERS"))
         out.append(
             f"{s.id:<{w_id}}  {_hazards(s):<{w_hz}}  {s.design:<{w_d}}  {_expected(s):<{w_e}}  "
             f"{word}{pad}  {o.seconds:>6.2f}s{mark}"
@@ -232,12 +243,16 @@ def table(outcomes: Sequence[Outcome], st: Style) -> list[str]:
 
 def summary(outcomes: Sequence[Outcome]) -> str:
     rows = [o for o in outcomes if o.scenario.expressible]
-    differ = [o for o in rows if not o.matches]
+    differ = [o for o in rows if not o.matches and not o.interrupted]
+    stopped = [o for o in rows if o.interrupted]
     missing = len(outcomes) - len(rows)
     noun = "scenario" if len(rows) == 1 else "scenarios"
-    text = f"{len(rows)} {noun}: {len(rows) - len(differ)} as expected, {len(differ)} differ"
+    done = len(rows) - len(differ) - len(stopped)
+    text = f"{len(rows)} {noun}: {done} as expected, {len(differ)} differ"
     if differ:
         text += " (" + ", ".join(o.scenario.id for o in differ) + ")"
+    if stopped:
+        text += f", {len(stopped)} incomplete (interrupted: " + ", ".join(o.scenario.id for o in stopped) + ")"
     if missing:
         text += f"; {missing} not expressible yet"
     return text
