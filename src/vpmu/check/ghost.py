@@ -307,17 +307,17 @@ class Ghost(Observer):
         """event-filter: in guest mode, no hardware counter of the guest's is set to count a denied event."""
         env, cpu = self.env, self.cpu
         vcpu = env.vcpu
-        if not (vcpu.deny_events or vcpu.deny_fixed):
+        if env.filter_slot < 0 and env.filters[0] is None:
             return
         for i in range(vcpu.num_gp):
             sel = s[cpu.evtsel + i]
-            if s[self.owner_gp + i] == GUEST and not kvm.event_allowed(env, sel) and self._counts(s, i):
+            if s[self.owner_gp + i] == GUEST and not kvm.event_allowed(env, sel, s) and self._counts(s, i):
                 self.fail(
                     s, "event-filter", f"{self.where()}: PMC{i} counts event {sel & 0xFF:#x}, which the filter denies"
                 )
                 return
-        for j in vcpu.deny_fixed:
-            if j < vcpu.num_fixed and any(cpu.fixed_counts(s, j, cpl) for cpl in (0, 3)):
+        for j in range(vcpu.num_fixed):
+            if not kvm.fixed_allowed(env, j, s) and any(cpu.fixed_counts(s, j, cpl) for cpl in (0, 3)):
                 self.fail(s, "event-filter", f"{self.where()}: FIXED_CTR{j} counts, and the filter denies it")
                 return
 

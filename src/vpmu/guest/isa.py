@@ -106,6 +106,11 @@ class GuestIsa:
         """An instruction that always exits (CPUID, HLT)."""
         self.cpu.vmexit(s, reason, 0, 0, ring)
 
+    def ucall(self, s: list[int], arg: int, ring: int = 0) -> None:
+        """A selftest ucall (GUEST_SYNC): port I/O that exits to userspace; ``arg`` says what
+        userspace does before the next KVM_RUN (an index into ``env.filters``)."""
+        self.cpu.vmexit(s, V.EXIT_IO, arg, 0, ring)
+
     def lvtpc_write(self, s: list[int], value: int, ring: int = 0) -> None:
         """x2APIC WRMSR to LVTPC: always intercepted, handled in KVM's slow path (§3.2 step 9)."""
         self.wrmsr(s, M.MSR_X2APIC_LVTPC, value, ring)

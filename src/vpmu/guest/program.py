@@ -24,6 +24,13 @@ Operations:
 * ``mov VAR VALUE`` — one instruction: a guest variable takes a value;
 * ``cpuid``, ``lvtpc VALUE``, ``tsc_deadline`` (a WRMSR KVM handles in its
   fastpath), ``hlt``;
+* ``sync`` — a selftest's GUEST_SYNC: an I/O exit to userspace, which KVM completes
+  and counts, and userspace resumes the vCPU;
+* ``set_filter ACTION [events=E,...] [fixed=BITMAP] [flags=F] [nevents=N]`` — a
+  selftest's GUEST_SYNC (an I/O exit to userspace, which KVM completes and counts)
+  at which userspace issues KVM_SET_PMU_EVENT_FILTER on the running VM
+  (kernel/pmu_filter.py: ACTION allow, deny or a number; the raw 64-bit entries of
+  the uapi; a filter the ioctl refuses leaves the current one in place);
 * ``check_irq VALUE`` (with the counting handler) — how many PMIs the handler took
   since the last check; if any, the deferred part of the handler re-arms LVTPC with VALUE.
 
@@ -51,7 +58,7 @@ from vpmu.errors import VpmuError
 from vpmu.guest.isa import GuestIsa
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
-from vpmu.kernel import kvm
+from vpmu.kernel import kvm, pmu_filter
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import IRET, LOOP, Action, Function, Step
 
@@ -253,7 +260,20 @@ def parse_value(env: KernelEnv, text: str) -> int:
 
 # --- assembling a program -------------------------------------------------------------------
 
-OPS = ("wrmsr", "rdmsr", "rdpmc", "loop", "mov", "cpuid", "lvtpc", "check_irq", "tsc_deadline", "hlt")
+OPS = (
+    "wrmsr",
+    "rdmsr",
+    "rdpmc",
+    "loop",
+    "mov",
+    "cpuid",
+    "lvtpc",
+    "check_irq",
+    "tsc_deadline",
+    "sync",
+    "set_filter",
+    "hlt",
+)
 DIRECTIVES = (".gp_fixup", ".pmi_handler")
 HANDLERS = ("linux", "count")
 
@@ -462,10 +482,37 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
     if op == "tsc_deadline":
         need(0)
         return [Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)", lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))]
+    if op == "sync":
+        need(0)
+        return [Step(label, f"GUEST_SYNC (userspace runs the vCPU again){at}", lambda s: isa.ucall(s, 0))]
+    if op == "set_filter":
+        idx = _register_filter(env, pmu_filter.parse(args))
+
+        def sync(s: list[int]) -> None:
+            isa.tag = tag
+            isa.ucall(s, idx)
+
+        f = env.filters[idx]
+        what = (
+            f"KVM_SET_PMU_EVENT_FILTER({f.source.describe()})"
+            if f
+            else f"KVM_SET_PMU_EVENT_FILTER({' '.join(args)}): refused"
+        )
+        return [Step(label, f"GUEST_SYNC; userspace: {what}{at}", sync)]
     if op == "hlt":
         need(0)
         return [Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))]
     raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
+
+
+def _register_filter(env: KernelEnv, f: pmu_filter.EventFilter) -> int:
+    """Add a filter userspace will install (None if the ioctl refuses it); claim the VM's
+    current-filter slot on first use."""
+    vendor = env.cpu.cfg.vendor
+    env.filters.append(None if f.ioctl_error(vendor) else pmu_filter.prepare(f, vendor))
+    if env.filter_slot < 0:
+        env.filter_slot = env.layout.field("kvm.pmu_event_filter", "kvm", init=0, fmt="int")
+    return len(env.filters) - 1
 
 
 def _rdpmc_index(env: KernelEnv, text: str) -> int:

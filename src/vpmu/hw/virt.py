@@ -28,6 +28,8 @@ EXIT_APIC_WRITE = 8  # guest LVTPC / APIC register write
 EXIT_HLT = 9
 EXIT_IRQ_WINDOW = 10
 EXIT_EXTINT_HOST = 11  # an external interrupt for the host (e.g. its timer tick), not a PMI
+EXIT_IO = 12  # port I/O (a selftest ucall: KVM_EXIT_IO to userspace)
+EXIT_UD = 13  # #UD intercepted (KVM's forced-emulation prefix: ud2; .ascii "kvm")
 EXIT_NAMES = {
     EXIT_NONE: "none",
     EXIT_NMI: "NMI",
@@ -41,6 +43,8 @@ EXIT_NAMES = {
     EXIT_HLT: "HLT",
     EXIT_IRQ_WINDOW: "interrupt window",
     EXIT_EXTINT_HOST: "host interrupt",
+    EXIT_IO: "I/O",
+    EXIT_UD: "#UD",
 }
 
 

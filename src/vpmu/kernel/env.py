@@ -19,6 +19,7 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
 from vpmu.hw.virt import Cpu
+from vpmu.kernel.pmu_filter import PreparedFilter, from_deny_lists
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class Observer:
 
     def guest_emulated(self, s: list[int], cpl: int) -> None:
         """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
+
+    def filter_changed(self, s: list[int]) -> None:
+        """Userspace installed a new PMU event filter on the VM (KVM_SET_PMU_EVENT_FILTER)."""
 
 
 def _unhandled_gp(s: list[int], why: str) -> None:
@@ -169,6 +173,11 @@ class KernelEnv:
         self.guest_done = L.field("guest.halted", "guest", fmt="bool")
         # The guest register an RDMSR returns into (EDX:EAX); KVM writes it when it emulates.
         self.guest_rax = L.field("guest.rax", "guest")
+        # The VM's PMU event filters (kvm->arch.pmu_event_filter): [0] the one it starts with (None:
+        # no filter), then those a guest program's set_filter installs on the running VM; the slot
+        # holding the current one is claimed by the first set_filter (-1: the filter never changes).
+        self.filters: list[PreparedFilter | None] = [from_deny_lists(v.deny_events, v.deny_fixed, cfg.vendor)]
+        self.filter_slot = -1
         del cfg
 
     def armed_value(self, e: int) -> int:

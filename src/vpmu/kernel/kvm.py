@@ -15,6 +15,7 @@ from vpmu.hw.virt import Cpu
 from vpmu.kernel import perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Action, Cond, Function, Step
+from vpmu.kernel.pmu_filter import PreparedFilter
 
 #: An MSR whose guest writes KVM handles in the VM-exit fastpath (x2APIC
 #: TSC_DEADLINE, §1.1); the guest uses it to exercise H11.
@@ -75,12 +76,39 @@ def eventsel_hw_for(env: KernelEnv, value: int) -> int:
     return value
 
 
-def event_allowed(env: KernelEnv, sel: int) -> bool:
-    """pmc_is_event_allowed() for a GP selector: the VM's deny list (§5.5)."""
-    event = sel & 0xFF
-    if env.cpu.cfg.amd:
-        event |= (sel >> 24) & 0xF00
-    return event not in env.vcpu.deny_events
+def current_filter(env: KernelEnv, s: list[int]) -> PreparedFilter | None:
+    """kvm->arch.pmu_event_filter: the VM's filter now (None: no filter)."""
+    return env.filters[s[env.filter_slot] if env.filter_slot >= 0 else 0]
+
+
+def event_allowed(env: KernelEnv, sel: int, s: list[int]) -> bool:
+    """pmc_is_event_allowed() for a GP selector (§5.5; kernel/pmu_filter.py)."""
+    f = current_filter(env, s)
+    return f is None or f.gp_allowed(sel, env.cpu.cfg.vendor)
+
+
+def fixed_allowed(env: KernelEnv, j: int, s: list[int]) -> bool:
+    """pmc_is_event_allowed() for fixed counter ``j``: the filter's fixed-counter bitmap."""
+    f = current_filter(env, s)
+    return f is None or f.fixed_allowed(j)
+
+
+def set_pmu_event_filter(env: KernelEnv, s: list[int], idx: int, mark_all: bool = True) -> None:
+    """kvm_vm_ioctl_set_pmu_event_filter() (v7.0 pmu.c), issued by userspace between two KVM_RUNs:
+    a filter the checks refuse changes nothing; an accepted one replaces the VM's filter, every
+    vCPU's __reprogram_pmi is set to all ones and KVM_REQ_PMU is raised, so the next entry's
+    kvm_pmu_handle_event() refreshes every PMC's hardware controls (§5.5).
+    ``mark_all=False`` is the broken refresh of design ``filter-no-reprogram``."""
+    if idx == 0:  # a ucall after which userspace sets no filter
+        return
+    f = env.filters[idx]
+    if f is None:  # refused by the ioctl (pmu_filter.EventFilter.ioctl_error)
+        return
+    s[env.filter_slot] = idx
+    env.obs.filter_changed(s)
+    if mark_all:
+        s[env.reprogram_pmi] = env.cpu.counter_bits  # all ones, as far as the model has PMCs
+    s[env.req_pmu] = 1
 
 
 def request_counter_reprogram(env: KernelEnv, s: list[int], idx: int) -> None:
@@ -108,7 +136,7 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
             continue
         sel = s[env.pmc_eventsel + i]
         hw = s[env.pmc_eventsel_hw + i] & ~M.EVENTSEL_EN
-        if event_allowed(env, sel):
+        if event_allowed(env, sel, s):
             hw |= sel & M.EVENTSEL_EN
         s[env.pmc_eventsel_hw + i] = hw
     for j in range(env.vcpu.num_fixed):
@@ -116,7 +144,7 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
             continue
         mask = 0xF << (4 * j)
         hw = s[env.fixed_ctr_ctrl_hw] & ~mask
-        if j not in env.vcpu.deny_fixed:
+        if fixed_allowed(env, j, s):
             hw |= s[env.fixed_ctr_ctrl] & mask
         s[env.fixed_ctr_ctrl_hw] = hw
 
@@ -146,7 +174,7 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
             continue
         if not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             continue
-        if not event_allowed(env, sel):
+        if not event_allowed(env, sel, s):
             continue
         v = (s[env.pmc_counter + i] + 1) & mask
         s[env.pmc_counter + i] = v
@@ -154,7 +182,7 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
             s[env.pmu_global_status] |= 1 << i
             if sel & M.EVENTSEL_INT:
                 s[env.req_pmi] = 1
-    if env.vcpu.num_fixed and 0 not in env.vcpu.deny_fixed:
+    if env.vcpu.num_fixed and fixed_allowed(env, 0, s):
         nib = s[env.fixed_ctr_ctrl] & 0xF
         if nib & (M.FIXED_OS if cpl == 0 else M.FIXED_USR) and (gctrl >> M.FIXED_IDX_BASE) & 1:
             v = (s[env.fixed_counter] + 1) & env.cpu.fixed_mask
@@ -794,6 +822,9 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
             skip_emulated_instruction(env, s)
         elif reason == V.EXIT_HLT:
             s[env.guest_done] = 1
+        elif reason == V.EXIT_IO:  # a ucall: KVM completes the I/O instruction, userspace runs
+            skip_emulated_instruction(env, s)
+            set_pmu_event_filter(env, s, qual)
 
     steps = [
         Step(

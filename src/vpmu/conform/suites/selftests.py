@@ -36,6 +36,13 @@ from vpmu.conform.suites import (
 )
 from vpmu.conform.suites.machines import HOST_EVENTS, MACHINES, vcpu
 from vpmu.hw import msr as M
+from vpmu.kernel.pmu_filter import (
+    KVM_PMU_EVENT_DENY,
+    KVM_PMU_EVENT_FILTER_MAX_EVENTS,
+    KVM_PMU_EVENT_FLAGS_VALID_MASK,
+    masked_entry,
+    raw_event,
+)
 
 NUM_LOOPS = 10
 NUM_BRANCH_INSNS_RETIRED = NUM_LOOPS
@@ -262,8 +269,8 @@ def test_fixed_counters() -> Case:
 BASE_FILTER = (0x3C, 0xC0, 0x3C, 0x2E, 0x2E, 0xC4, 0xC5, 0xA4, 0xC2)
 
 
-def _filter_program(vendor: str) -> tuple[Program, list[Check]]:
-    """intel_guest_code() / amd_guest_code(): the sanity check, then one measurement."""
+def _sanity(vendor: str) -> tuple[Program, list[Check]]:
+    """sanity_check_pmu(): the guest code's check_msr() calls before its first GUEST_SYNC."""
     prog = Program()
     checks: list[Check] = []
 
@@ -288,30 +295,17 @@ def _filter_program(vendor: str) -> tuple[Program, list[Check]]:
         check_msr("GLOBAL_CTRL", 1, "sanity-gc")
         check_msr("EVTSEL0", 0xFFFF, "sanity-sel")
         check_msr("PMC0", 0xFFFF, "sanity-pmc")
-        prog.add(
-            "wrmsr GLOBAL_CTRL 0",
-            "wrmsr EVTSEL0 EN|OS|0xC4",
-            "wrmsr EVTSEL1 EN|OS|0xC0",
-            "wrmsr GLOBAL_CTRL 0x3",
-        )
-        br, ir = "PMC0", "PMC1"
     else:
         check_msr("K7_EVTSEL0", 0xFFFF, "sanity-sel")
         check_msr("PERFCTR0", 0xFFFF, "sanity-pmc")
-        prog.add(
-            "wrmsr K7_EVTSEL0 0",
-            "wrmsr K7_EVTSEL0 EN|OS|0xC2",
-            "wrmsr K7_EVTSEL1 EN|OS|0xC0",  # PerfCntrGlobalCtl keeps its reset value (GP bits set)
-        )
-        br, ir = "PERFCTR0", "PERFCTR1"
-    prog.add(
-        f"rdmsr {br} @branches-0",
-        f"rdmsr {ir} @instructions-0",
-        f"loop {NUM_BRANCHES} ring=0 branches",  # loop .
-        f"rdmsr {br} @branches-1",
-        f"rdmsr {ir} @instructions-1",
-    )
     return prog, checks
+
+
+def _filter_program(vendor: str) -> tuple[Program, list[Check]]:
+    """intel_guest_code() / amd_guest_code(): the sanity check, then one measurement
+    (AMD: PerfCntrGlobalCtl keeps its reset value, GP bits set)."""
+    prog, checks = _sanity(vendor)
+    return prog.extend(_iteration(vendor, "")), checks
 
 
 def _delta(a: int | None, b: int | None) -> int:
@@ -439,6 +433,189 @@ def fixed_counter_bitmap(idx: int) -> Case:
     )
 
 
+# --- pmu_event_filter_test as the test runs it: one VM, the filter changed between iterations ----------
+
+#: base_event_filter with the unit masks of the selftests' pmu.h (RAW_EVENT(eventsel, umask)).
+BASE_FILTER_RAW = tuple(
+    raw_event(e, u)
+    for e, u in (
+        (0x3C, 0x00),  # INTEL_ARCH_CPU_CYCLES
+        (0xC0, 0x00),  # INTEL_ARCH_INSTRUCTIONS_RETIRED (= AMD_ZEN_INSTRUCTIONS_RETIRED)
+        (0x3C, 0x01),  # INTEL_ARCH_REFERENCE_CYCLES
+        (0x2E, 0x4F),  # INTEL_ARCH_LLC_REFERENCES
+        (0x2E, 0x41),  # INTEL_ARCH_LLC_MISSES
+        (0xC4, 0x00),  # INTEL_ARCH_BRANCHES_RETIRED
+        (0xC5, 0x00),  # INTEL_ARCH_BRANCHES_MISPREDICTED
+        (0xA4, 0x01),  # INTEL_ARCH_TOPDOWN_SLOTS
+        (0xC2, 0x00),  # AMD_ZEN_BRANCHES_RETIRED
+    )
+)
+NOT_MEMBER_RAW = tuple(
+    e for e in BASE_FILTER_RAW if e not in (raw_event(0xC0, 0), raw_event(0xC4, 0), raw_event(0xC2, 0))
+)
+PMU_EVENT_FILTER_INVALID_ACTION = KVM_PMU_EVENT_DENY + 1
+PMU_EVENT_FILTER_INVALID_FLAGS = KVM_PMU_EVENT_FLAGS_VALID_MASK << 1
+PMU_EVENT_FILTER_INVALID_NEVENTS = KVM_PMU_EVENT_FILTER_MAX_EVENTS + 1
+
+
+def _events(raw: tuple[int, ...]) -> str:
+    return "events=" + ",".join(f"{e:#x}" for e in raw) if raw else ""
+
+
+def _set(action: str | int, raw: tuple[int, ...] = (), **opts: int) -> str:
+    words = [f"set_filter {action}", _events(raw), *(f"{k}={v:#x}" for k, v in opts.items())]
+    return " ".join(w for w in words if w)
+
+
+def _iteration(vendor: str, prefix: str) -> list[str]:
+    """One pass of intel_guest_code()'s / amd_guest_code()'s for (;;) loop, up to its GUEST_SYNC."""
+    if vendor == "intel":
+        lines = [
+            "wrmsr GLOBAL_CTRL 0",
+            "wrmsr EVTSEL0 EN|OS|0xC4",
+            "wrmsr EVTSEL1 EN|OS|0xC0",
+            "wrmsr GLOBAL_CTRL 0x3",
+        ]
+        br, ir = "PMC0", "PMC1"
+    else:
+        lines = ["wrmsr K7_EVTSEL0 0", "wrmsr K7_EVTSEL0 EN|OS|0xC2", "wrmsr K7_EVTSEL1 EN|OS|0xC0"]
+        br, ir = "PERFCTR0", "PERFCTR1"
+    return [
+        *lines,
+        f"rdmsr {br} @{prefix}branches-0",
+        f"rdmsr {ir} @{prefix}instructions-0",
+        f"loop {NUM_BRANCHES} ring=0 branches",  # loop .
+        f"rdmsr {br} @{prefix}branches-1",
+        f"rdmsr {ir} @{prefix}instructions-1",
+    ]
+
+
+def _counting_at(prefix: str, test: str, counting: bool) -> list[Check]:
+    out = []
+    for what in ("branches", "instructions"):
+        a, b = f"{prefix}{what}-0", f"{prefix}{what}-1"
+        if counting:
+            out.append(Check(f"{test}: {what} retired != 0", "delta != 0", (a, b), lambda x, y: _delta(x, y) != 0))
+        else:
+            out.append(Check(f"{test}: {what} retired == 0", "delta == 0", (a, b), lambda x, y: _delta(x, y) == 0))
+    return out
+
+
+def filter_running_vm(vendor: str) -> Case:
+    """main()'s flow on one VM: sanity_check_pmu(), then test_amd_deny_list() (AMD),
+    test_without_filter(), test_member_deny_list(), test_member_allow_list(),
+    test_not_member_deny_list(), test_not_member_allow_list(), then test_filter_ioctl()'s
+    seven ioctls, each followed here by one more pass of the loop (the original only checks
+    the ioctl's return value; the pass shows what the filter in force does to counting)."""
+    prog, checks = _sanity(vendor)
+    steps: list[tuple[str, str | None, bool]] = []  # (test, set_filter line or None, counting)
+    if vendor == "amd":
+        steps.append(("test_amd_deny_list", _set("deny", (raw_event(0x1C2, 0),)), True))
+    steps += [
+        ("test_without_filter", None, True),  # on AMD the 0x1C2 deny list is still in force, as in the test
+        ("test_member_deny_list", _set("deny", BASE_FILTER_RAW), False),
+        ("test_member_allow_list", _set("allow", BASE_FILTER_RAW), True),
+        ("test_not_member_deny_list", _set("deny", NOT_MEMBER_RAW), True),
+        ("test_not_member_allow_list", _set("allow", NOT_MEMBER_RAW), False),
+        # test_filter_ioctl(): accepted (the invalid bits drop the entry: an empty allow list) ...
+        ("test_filter_ioctl: ~0, flags 0 (accepted)", _set("allow", ((1 << 64) - 1,)), False),
+        # ... refused (masked entry with invalid bits): the empty allow list stays
+        ("test_filter_ioctl: ~0, masked (refused)", _set("allow", ((1 << 64) - 1,), flags=1), False),
+        # ... accepted: one exclude entry and no include: nothing is allowed
+        (
+            "test_filter_ioctl: masked (0xff, 0xff, 0xff, exclude) (accepted)",
+            _set("allow", (masked_entry(0xFF, 0xFF, 0xFF, True),), flags=1),
+            False,
+        ),
+        (
+            "test_filter_ioctl: invalid action (refused)",
+            _set(PMU_EVENT_FILTER_INVALID_ACTION, BASE_FILTER_RAW),
+            False,
+        ),
+        (
+            "test_filter_ioctl: invalid flags (refused)",
+            _set("allow", BASE_FILTER_RAW, flags=PMU_EVENT_FILTER_INVALID_FLAGS),
+            False,
+        ),
+        (
+            "test_filter_ioctl: too many events (refused)",
+            _set("allow", BASE_FILTER_RAW, nevents=PMU_EVENT_FILTER_INVALID_NEVENTS),
+            False,
+        ),
+    ]
+    if vendor == "intel":
+        nr_fixed = MACHINES["intel"].num_fixed
+        steps.append(
+            (
+                "test_filter_ioctl: fixed bitmap beyond the counters (accepted)",
+                _set("allow", BASE_FILTER_RAW, fixed=~((1 << (nr_fixed + 1)) - 1) & 0xFFFFFFFF),
+                True,
+            )
+        )
+    else:
+        steps.append(("test_filter_ioctl: base allow list (accepted)", _set("allow", BASE_FILTER_RAW), True))
+    for n, (test, line, counting) in enumerate(steps):
+        prog.add(line or "sync")  # GUEST_SYNC(0); userspace sets the test's filter, if it has one
+        prefix = f"t{n}-"
+        prog.extend(_iteration(vendor, prefix))
+        checks += _counting_at(prefix, test, counting)
+    return _intel_case(
+        "pmu_event_filter_test[running VM]",
+        "one VM, the filter changed between passes of the guest loop (KVM_REQ_PMU, refresh of every PMC)",
+        "8.2",
+        (Vm("", vcpu(vendor), prog.done()),),
+        checks,
+        suite="filter",
+        vendor=vendor,
+        machine=vendor,
+        notes=(
+            "main()'s order on one VM; each GUEST_SYNC is an I/O exit KVM completes and counts, after which "
+            "userspace issues KVM_SET_PMU_EVENT_FILTER (filter entries are the test's RAW_EVENT values, umasks "
+            "included); KVM marks every PMC (__reprogram_pmi = -1) and raises KVM_REQ_PMU, and the next entry's "
+            "kvm_pmu_handle_event() refreshes eventsel_hw and fixed_ctr_ctrl_hw. The guest rewrites its "
+            "selectors with unchanged values each pass, which reprograms nothing: only the ioctl's refresh "
+            "applies a new filter. test_filter_ioctl()'s ioctls are each followed by one more pass (an "
+            "extension: the original checks only their return values).",
+        ),
+    )
+
+
+def fixed_counter_bitmap_running_vm(idx: int) -> Case:
+    """__test_fixed_counter_bitmap() for fixed counter ``idx`` as the test runs it: one VM,
+    1 + 4 * 2^nr_fixed passes of intel_run_fixed_counter_guest_code(), the filter set between them."""
+    nr = MACHINES["intel"].num_fixed
+    body = [
+        "wrmsr GLOBAL_CTRL 0",
+        f"wrmsr FIXED_CTR{idx} 0",
+        f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * idx:#x}",
+        f"wrmsr GLOBAL_CTRL {1 << (M.FIXED_IDX_BASE + idx):#x}",
+        f"loop {NUM_BRANCHES} ring=0 branches",
+        "wrmsr GLOBAL_CTRL 0",
+    ]
+    prog = Program(*body, f"rdmsr FIXED_CTR{idx} @count-none")
+    checks: list[Check] = [ne("no filter: counts", "count-none", 0)]
+    for i in range(1 << nr):
+        bitmap = 1 << i
+        for action, events in (("allow", ()), ("deny", ()), ("allow", BASE_FILTER_RAW), ("deny", BASE_FILTER_RAW)):
+            label = f"{action} bitmap {bitmap:#x}{' + events' if events else ''}"
+            tag = f"count-{action}-{bitmap:#x}{'-ev' if events else ''}"
+            prog.add(_set(action, events, fixed=bitmap)).extend(body).add(f"rdmsr FIXED_CTR{idx} @{tag}")
+            counts = bool(bitmap >> idx & 1) == (action == "allow")
+            checks.append(ne(f"{label}: counts", tag, 0) if counts else eq(f"{label}: does not count", tag, 0))
+    return _intel_case(
+        f"test_fixed_counter_bitmap[{idx}, running VM]",
+        f"fixed counter {idx}: one VM, the fixed-counter bitmap changed between passes",
+        "8.2",
+        (Vm("", vcpu("intel"), prog.done()),),
+        checks,
+        suite="filter",
+        notes=(
+            "the guest rewrites FIXED_CTR_CTRL with the same value each pass, so only the ioctl's refresh "
+            "(every PMC marked, KVM_REQ_PMU) applies the new bitmap to fixed_ctr_ctrl_hw.",
+        ),
+    )
+
+
 def cases() -> list[Case]:
     return [
         test_arch_events(True),
@@ -447,7 +624,10 @@ def cases() -> list[Case]:
         test_gp_counters(False),
         test_fixed_counters(),
         *filter_cases("intel"),
+        filter_running_vm("intel"),
+        *[fixed_counter_bitmap_running_vm(i) for i in range(MACHINES["intel"].num_fixed)],
         *filter_cases("amd"),
+        filter_running_vm("amd"),
     ]
 
 
