@@ -154,8 +154,10 @@ class Ghost(Observer):
         s[slot] = 0
 
     # -- called by the system around every step -------------------------------------------
-    def guest_retired(self, s: list[int], ring: int, n: int, branches: int) -> None:
-        self.ref.retire(s, True, ring, n, branches)
+    def guest_retired(
+        self, s: list[int], ring: int, n: int, branches: int, cycles: int | None = None, ipc: int = 1
+    ) -> None:
+        self.ref.retire(s, True, ring, n, branches, cycles, ipc)
         self.ref.log.clear()
 
     def host_retired(self, s: list[int], n: int) -> None:

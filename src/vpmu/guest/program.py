@@ -17,10 +17,11 @@ Operations:
 * ``wrmsr MSR VALUE``, ``rdmsr MSR`` (CPL0; a read leaves its value in ``$rax``);
 * ``rdpmc N [ring=0|3]`` (``fixedN`` for fixed counters, or an index expression
   with ``RDPMC_FIXED`` / ``RDPMC_FAST``; ring 3 unless told);
-* ``loop N [ring=0|3] [branches | branch_every=P]`` — N plain instructions
+* ``loop N [ring=0|3] [branches | branch_every=P] [ipc=K]`` — N plain instructions
   (ring 3 unless told), every one a branch, or one branch ending each group of P
   (a loop body: ``loop 10000000 ring=0 branch_every=10`` is a million
-  iterations of nine instructions and a LOOP);
+  iterations of nine instructions and a LOOP), retiring K per core cycle (default 1;
+  what a CMASK threshold above 1 needs to count anything);
 * ``mov VAR VALUE`` — one instruction: a guest variable takes a value;
 * ``cpuid``, ``lvtpc VALUE``, ``tsc_deadline`` (a WRMSR KVM handles in its
   fastpath), ``hlt``;
@@ -390,7 +391,7 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
 
         return [Step(label, f"rdpmc({pos[0]}){at}", rdpmc, ring=ring)]
     if op == "loop":
-        pos, opts = _options(op, args, ("ring", "branches", "branch_every"))
+        pos, opts = _options(op, args, ("ring", "branches", "branch_every", "ipc"))
         if not pos:
             raise VpmuError("loop takes a count: loop N [ring=0|3] [branches | branch_every=P]")
         if len(pos) > 1:
@@ -411,6 +412,11 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             if period < 1 or n % period:
                 raise VpmuError(f"loop branch_every={opts['branch_every']}: must be a divisor of the count {n}")
             branches = True
+        ipc = 1
+        if "ipc" in opts:
+            ipc = int(opts["ipc"]) if opts["ipc"].isdigit() else 0
+            if not 1 <= ipc <= 8 or n % ipc:
+                raise VpmuError(f"loop ipc={opts['ipc']}: must be 1 to 8 and divide the count {n}")
         slot = env.layout.field(f"guest.{fn}.{label}.left", "guest", init=n, fmt="int")
         if not branches:
             what = ""
@@ -418,6 +424,8 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             what = " (each a branch)"
         else:
             what = f" ({n // period} iterations of {period}, each ending in a branch)"
+        if ipc > 1:
+            what += f", {ipc} per cycle"
         return [
             Step(
                 label,
@@ -426,6 +434,7 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
                 ring=ring,
                 branch=branches,
                 period=period,
+                ipc=ipc,
                 arg=slot,
             )
         ]
