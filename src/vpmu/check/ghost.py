@@ -103,10 +103,10 @@ class Ghost(Observer):
                 ref.wrmsr(s, msr, value)
             ref.log.clear()
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
         # A native CPU retires the instruction in guest mode; its cycles were
         # spent in the host, where the guest's counters are stopped.
-        self.ref.retire(s, True, cpl, 1, 0, cycles=0)
+        self.ref.retire(s, True, cpl, 1, branches, cycles=0)
         self.ref.log.clear()
         if (
             self.task_pc >= 0

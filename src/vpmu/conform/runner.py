@@ -172,10 +172,10 @@ class Tap(Observer):
     def wrote(self, s: list[int]) -> None:
         self._complete_write(0)
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
         self.completed += 1
         self._complete_write(0)  # the model's KVM completes every intercepted write
-        self.ghost.guest_emulated(s, cpl)
+        self.ghost.guest_emulated(s, cpl, branches)
 
     def faulted(self, s: list[int], fault: Fault) -> None:
         self.completed += 1
@@ -618,7 +618,12 @@ def plan(cases: Sequence[Case], schedules: Sequence[str] | None) -> list[tuple[s
     """(case id, schedule) pairs: the given schedules, or each case's defaults."""
     tasks = []
     for case in cases:
-        names = list(schedules) if schedules else [s.name for s in default_schedules(case_size(case))]
+        if schedules:
+            names = list(schedules)
+        elif case.schedules:
+            names = list(case.schedules)
+        else:
+            names = [s.name for s in default_schedules(case_size(case))]
         tasks += [(case.id, n) for n in names]
     return tasks
 

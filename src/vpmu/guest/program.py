@@ -24,7 +24,12 @@ Operations:
   what a CMASK threshold above 1 needs to count anything);
 * ``mov VAR VALUE`` — one instruction: a guest variable takes a value;
 * ``cpuid``, ``lvtpc VALUE``, ``tsc_deadline`` (a WRMSR KVM handles in its
-  fastpath), ``hlt``;
+  fastpath), ``hlt`` (the program's last instruction ends it; a literal HLT
+  before that is emulated and counted by KVM, in its fastpath when the H11
+  guard allows, and the guest is woken at once);
+* ``fep [branch] [ring=0|3]`` — one instruction behind KVM's forced-emulation
+  prefix: #UD exits, KVM's emulator runs and counts it (instructions; with
+  ``branch`` also branches: IsBranch instructions count taken or not);
 * ``sync`` — a selftest's GUEST_SYNC: an I/O exit to userspace, which KVM completes
   and counts, and userspace resumes the vCPU;
 * ``set_filter ACTION [events=E,...] [fixed=BITMAP] [flags=F] [nevents=N]`` — a
@@ -273,6 +278,7 @@ OPS = (
     "tsc_deadline",
     "sync",
     "set_filter",
+    "fep",
     "hlt",
 )
 DIRECTIVES = (".gp_fixup", ".pmi_handler")
@@ -304,8 +310,11 @@ def assemble(env: KernelEnv, isa: GuestIsa, name: str, lines: Sequence[str], whe
             steps.extend(_instruction(env, isa, op, words[1:], f"{op}{k}", name, tag))
         except VpmuError as e:
             raise VpmuError(f"{where}[{n}] {raw!r}: {e}") from None
-    if not steps or steps[-1].label.rstrip("0123456789") != "hlt":
-        steps.extend(_instruction(env, isa, "hlt", [], "hlt_end", name, ""))
+    # The program's last HLT ends it (a literal HLT anywhere else); one is added if missing.
+    if steps and steps[-1].label.rstrip("0123456789") == "hlt":
+        steps[-1] = _hlt_step(isa, steps[-1].label, final=True)
+    else:
+        steps.append(_hlt_step(isa, "hlt_end", final=True))
     return Function(name, tuple(steps), doc="The guest's main program.", source="world")
 
 
@@ -327,7 +336,7 @@ def _options(op: str, args: list[str], allowed: tuple[str, ...]) -> tuple[list[s
     opts: dict[str, str] = {}
     for a in args:
         key, eq, val = a.partition("=")
-        if key in allowed and (eq or key == "branches"):
+        if key in allowed and (eq or key in ("branches", "branch")):
             opts[key] = val
         elif eq or a in allowed:
             raise VpmuError(f"unknown {op} option {a!r}; allowed: {', '.join(allowed)}")
@@ -508,10 +517,28 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             else f"KVM_SET_PMU_EVENT_FILTER({' '.join(args)}): refused"
         )
         return [Step(label, f"GUEST_SYNC; userspace: {what}{at}", sync)]
+    if op == "fep":
+        pos, opts = _options(op, args, ("ring", "branch"))
+        if pos:
+            raise VpmuError(f"fep takes no operand, got {pos[0]!r}; allowed: fep [branch] [ring=0|3]")
+        ring, branch = _ring(op, opts, 0), "branch" in opts
+
+        def fep(s: list[int]) -> None:
+            isa.tag = tag
+            isa.forced_emulation(s, branch, ring)
+
+        what = "a branch" if branch else "an instruction"
+        return [Step(label, f"KVM_FEP {what} (#UD exit; KVM emulates and counts it){at}", fep, ring=ring)]
     if op == "hlt":
         need(0)
-        return [Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))]
+        return [_hlt_step(isa, label, final=False)]
     raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
+
+
+def _hlt_step(isa: GuestIsa, label: str, final: bool) -> Step:
+    if final:
+        return Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT, qual=kvm.HLT_FINAL))
+    return Step(label, "hlt (literal: KVM emulates and counts it; woken at once)", lambda s: isa.exit(s, V.EXIT_HLT))
 
 
 def _register_filter(env: KernelEnv, f: pmu_filter.EventFilter) -> int:

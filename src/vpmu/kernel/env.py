@@ -79,8 +79,8 @@ class Observer:
     def guest_write(self, s: list[int], msr: int, value: int) -> None:
         """A guest WRMSR took architectural effect from the guest's point of view."""
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
-        """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
+        """KVM completed (skipped) an emulated guest instruction at ``cpl`` (a branch: ``branches``)."""
 
     def filter_changed(self, s: list[int]) -> None:
         """Userspace installed a new PMU event filter on the VM (KVM_SET_PMU_EVENT_FILTER)."""

@@ -149,28 +149,30 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
         s[env.fixed_ctr_ctrl_hw] = hw
 
 
-def _is_instructions(env: KernelEnv, sel: int) -> bool:
-    """pmc_is_event_match(pmc, INSTRUCTIONS_RETIRED): event select and unit mask (AMD: with
-    EventSelect[11:8] in bits 35:32) equal the architectural instructions event."""
+def _is_instructions(env: KernelEnv, sel: int, stream: str = M.INSTRUCTIONS) -> bool:
+    """pmc_is_event_match(pmc, INSTRUCTIONS_RETIRED) (or BRANCH_INSTRUCTIONS_RETIRED): event
+    select and unit mask (AMD: with EventSelect[11:8] in bits 35:32) equal the architectural
+    event; the other selector bits (CMASK, INV, EDGE) are not looked at."""
     vendor = "intel" if env.cpu.cfg.intel else "amd"
-    code = M.EVENT_ENCODINGS[vendor][M.INSTRUCTIONS]
+    code = M.EVENT_ENCODINGS[vendor][stream]
     match = 0xFFFF | (0xF << 32 if env.cpu.cfg.amd else 0)
     return sel & match == code
 
 
-def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
-    """kvm_pmu_instruction_retired() -> kvm_pmu_incr_counter() for the mediated PMU (§5.6).
+def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int, stream: str = M.INSTRUCTIONS) -> None:
+    """kvm_pmu_instruction_retired() (kvm_pmu_branch_retired() for ``stream`` BRANCHES) ->
+    kvm_pmu_trigger_event() -> kvm_pmu_incr_counter() for the mediated PMU (§5.6).
 
     Every PMC that is locally enabled, globally enabled in pmu->global_ctrl,
-    counts instructions at this CPL and is allowed by the filter advances by
+    counts the event at this CPL and is allowed by the filter advances by
     one in pmc->counter; a wrap sets the bit in pmu->global_status and, with
-    the PMI enabled, raises KVM_REQ_PMI.
+    the PMI enabled, raises KVM_REQ_PMI. Fixed counter 0 counts instructions.
     """
     gctrl = s[env.pmu_global_ctrl]
     mask = env.cpu.gp_mask  # the guest's width is the host's (§5.1)
     for i in range(env.vcpu.num_gp):
         sel = s[env.pmc_eventsel + i]
-        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or not _is_instructions(env, sel):
+        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or not _is_instructions(env, sel, stream):
             continue
         if not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             continue
@@ -182,7 +184,7 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
             s[env.pmu_global_status] |= 1 << i
             if sel & M.EVENTSEL_INT:
                 s[env.req_pmi] = 1
-    if env.vcpu.num_fixed and fixed_allowed(env, 0, s):
+    if stream == M.INSTRUCTIONS and env.vcpu.num_fixed and fixed_allowed(env, 0, s):
         nib = s[env.fixed_ctr_ctrl] & 0xF
         if nib & (M.FIXED_OS if cpl == 0 else M.FIXED_USR) and (gctrl >> M.FIXED_IDX_BASE) & 1:
             v = (s[env.fixed_counter] + 1) & env.cpu.fixed_mask
@@ -203,12 +205,17 @@ def counting_instructions_enabled(env: KernelEnv, s: list[int]) -> bool:
     return bool(env.vcpu.num_fixed and s[env.fixed_ctr_ctrl] & 0x3 and (gctrl >> M.FIXED_IDX_BASE) & 1)
 
 
-def skip_emulated_instruction(env: KernelEnv, s: list[int]) -> None:
-    """kvm_skip_emulated_instruction(): advance the guest RIP, count the instruction."""
+def skip_emulated_instruction(env: KernelEnv, s: list[int], branch: bool = False) -> None:
+    """kvm_skip_emulated_instruction(): advance the guest RIP, count the instruction.
+    ``branch``: x86_emulate_instruction() completed an instruction the emulator marks
+    IsBranch (Jcc, LOOP, CALL, ...; taken or not), which kvm_pmu_branch_retired() also counts."""
     rip = env.guest_irq_rip if s[env.guest_irq_rip] >= 0 else env.guest_rip
     s[rip] += 1
-    env.obs.guest_emulated(s, s[env.cpu.exit_cpl])
-    kvm_pmu_incr_counter(env, s, s[env.cpu.exit_cpl])
+    cpl = s[env.cpu.exit_cpl]
+    env.obs.guest_emulated(s, cpl, 1 if branch else 0)
+    kvm_pmu_incr_counter(env, s, cpl)
+    if branch:
+        kvm_pmu_incr_counter(env, s, cpl, M.BRANCHES)
 
 
 def kvm_pmu_msr_valid(env: KernelEnv, msr: int, write: bool) -> bool:
@@ -683,6 +690,10 @@ def kvm_pmu_put_guest_pmcs(env: KernelEnv) -> Function:
 #: fastpath handler handled it and asks to re-enter the guest.
 EXIT_FASTPATH_NONE = 0
 EXIT_FASTPATH_REENTER_GUEST = 1
+EXIT_FASTPATH_EXIT_HANDLED = 2
+#: exit qualification of the guest's last HLT (the end of its program); any other HLT is a
+#: literal HLT the guest wakes from (guest/program.py).
+HLT_FINAL = 1
 
 
 def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
@@ -690,11 +701,13 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
 
     It runs right after the VM-exit, before the inner run loop looks at
     pending requests: a preemption-timer exit is handled (nothing to emulate);
-    a WRMSR to TSC_DEADLINE is handled, i.e. the instruction is skipped and
-    counted, only when kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44,
-    §5.6, H11), else the handler returns EXIT_FASTPATH_NONE and the exit goes
-    to the slow path after put. A handled exit sets ``exit_fastpath`` to
-    EXIT_FASTPATH_REENTER_GUEST; :func:`exit_request_step` then decides between
+    a WRMSR to TSC_DEADLINE or a literal HLT (handle_fastpath_hlt()) is
+    handled, i.e. the instruction is skipped and counted, only when
+    kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44, §5.6, H11), else the
+    handler returns EXIT_FASTPATH_NONE and the exit goes to the slow path after
+    put. A handled HLT halts the vCPU (EXIT_FASTPATH_EXIT_HANDLED: break out to
+    put; an interrupt the model does not show wakes it at once). Another
+    handled exit sets ``exit_fastpath`` to EXIT_FASTPATH_REENTER_GUEST; :func:`exit_request_step` then decides between
     re-entering and breaking out. ``guard=False`` is the design before v6 28/44.
     """
     cpu, ef = env.cpu, env.exit_fastpath
@@ -706,12 +719,16 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
             return True
         if reason == V.EXIT_WRMSR and s[cpu.exit_qual] == MSR_IA32_TSC_DEADLINE:
             return not guard or not counting_instructions_enabled(env, s)
+        if reason == V.EXIT_HLT and s[cpu.exit_qual] != HLT_FINAL:  # handle_fastpath_hlt() (v7.0 x86.c)
+            return not guard or not counting_instructions_enabled(env, s)
         return False
 
     def handle(s: list[int]) -> None:
-        if s[cpu.exit_reason] == V.EXIT_WRMSR:
+        reason = s[cpu.exit_reason]
+        if reason in (V.EXIT_WRMSR, V.EXIT_HLT):
             skip_emulated_instruction(env, s)
-        s[ef] = EXIT_FASTPATH_REENTER_GUEST
+        # kvm_emulate_halt() halts the vCPU: not kvm_vcpu_running(), so EXIT_FASTPATH_EXIT_HANDLED.
+        s[ef] = EXIT_FASTPATH_EXIT_HANDLED if reason == V.EXIT_HLT else EXIT_FASTPATH_REENTER_GUEST
 
     cond = "fastpath exit"
     if guard:
@@ -820,8 +837,12 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
             skip_emulated_instruction(env, s)
         elif reason == V.EXIT_CPUID:
             skip_emulated_instruction(env, s)
-        elif reason == V.EXIT_HLT:
+        elif reason == V.EXIT_HLT and qual == HLT_FINAL:
             s[env.guest_done] = 1
+        elif reason == V.EXIT_HLT:  # kvm_emulate_halt(): skip and count, halt until an interrupt
+            skip_emulated_instruction(env, s)
+        elif reason == V.EXIT_UD:  # handle_ud(): the forced-emulation prefix; x86_emulate_instruction()
+            skip_emulated_instruction(env, s, branch=bool(qual))
         elif reason == V.EXIT_IO:  # a ucall: KVM completes the I/O instruction, userspace runs
             skip_emulated_instruction(env, s)
             set_pmu_event_filter(env, s, qual)

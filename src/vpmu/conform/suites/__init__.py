@@ -132,6 +132,8 @@ class Case:
     sweep: tuple[Vm, ...] = ()
     #: How the re-expression differs from the original, and why.
     notes: tuple[str, ...] = ()
+    #: The schedules ``vpmu conform`` runs by default; empty: the runner's defaults by size.
+    schedules: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:

@@ -280,8 +280,9 @@ def check_emulated_instr(p: Pass) -> Case:
         # kvm_fep_asm("wrmsr"): 22 instructions counted, 5 branches.
         "wrmsr GLOBAL_CTRL 0x3",
         "loop 3 ring=0",  # mov %ecx,%edi; mov $0,%eax; cmp $0,%eax
-        "loop 5 ring=0 branches",  # five JNE (not taken); KVM_FEP not modelled: see the note
     )
+    for _ in range(5):
+        prog.add("fep branch")  # KVM_FEP "jne 1f" (not taken; the emulator counts it as a branch)
     for _ in range(5):
         prog.add("loop 1 ring=0", "cpuid")  # mov $0xa,%eax; cpuid (exits; KVM emulates and counts it)
     prog.add("loop 3 ring=0", "wrmsr GLOBAL_CTRL 0")  # 1: mov %edi,%ecx; xor; xor; wrmsr
@@ -303,10 +304,10 @@ def check_emulated_instr(p: Pass) -> Case:
         bit_set("instruction counter overflow", "status", 1),
     ]
     note = (
-        "KVM's forced-emulation prefix is not modelled (the model's KVM has no instruction emulator): the five "
-        "KVM_FEP JNEs retire as hardware branches; the five CPUIDs exit and are emulated and counted by KVM "
-        "(kvm_pmu_incr_counter), as in the original. The test runs only where FEP is enabled; this is its "
-        "CPUID part with the same 22 / 5 counts and overflow bits."
+        "The original runs only with forced emulation (is_fep_available; verified-facts V12), and so does this "
+        "case: the five KVM_FEP JNEs exit on #UD and KVM's emulator counts each as an instruction and a branch "
+        "(x86_emulate_instruction(): kvm_pmu_instruction_retired(), kvm_pmu_branch_retired() for IsBranch "
+        "opcodes, taken or not); the five CPUIDs exit and are counted by kvm_skip_emulated_instruction()."
     )
     return _case(
         p, "check_emulated_instr", "emulated instructions count and overflow", "2", prog, checks, notes=(note,)
@@ -567,14 +568,6 @@ OMISSIONS = [
         "not expressible",
         f"{NO_CACHE}; {NO_PREDICTOR}; their range checks (min 1) cannot hold natively in the model, "
         "so those measurements are not run (their counters in check_counters_many are run, unchecked)",
-    ),
-    Omission(
-        "kut",
-        "check_emulated_instr (KVM_FEP part)",
-        "both",
-        "not expressible",
-        "the forced-emulation prefix needs KVM's instruction emulator, which the model does not have; the "
-        "case runs with hardware JNEs and KVM-emulated CPUIDs (see its note)",
     ),
     Omission(
         "kut",
