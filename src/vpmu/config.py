@@ -72,6 +72,9 @@ class MachineConfig:
     svme_off_filter: str = "linux"
     #: RDPMC with ECX[31] on an architectural Intel PMU (open point 7, F-1.11.2).
     rdpmc_fast: str = "gp"
+    #: AMD: VMRUN retires as a branch in guest context, counted by the guest's branch counters
+    #: (kvm-unit-tests 89126fa4, verified-facts V13). Off by default: see docs/fidelity.md §1.
+    vmrun_counts_branch: bool = False
 
     def __post_init__(self) -> None:
         # Vendor-dependent defaults: Intel v5 with one fixed counter, AMD PerfMonV2.
@@ -201,6 +204,9 @@ def _validate(c: MachineConfig) -> None:
     _check_choice("fixed_high_bits", c.fixed_high_bits, FIXED_HIGH_BITS_POLICIES)
     _check_choice("svme_off_filter", c.svme_off_filter, SVME_OFF_POLICIES)
     _check_choice("rdpmc_fast", c.rdpmc_fast, RDPMC_FAST_POLICIES)
+    _check_bool("vmrun_counts_branch", c.vmrun_counts_branch)
+    if c.vmrun_counts_branch and not c.amd:
+        raise ConfigError("vmrun_counts_branch", True, "allowed: true only with vendor = \"amd\" (VMRUN is SVM's)")
     if c.amd and c.status_set_raises_pmi:
         raise ConfigError(
             "status_set_raises_pmi", True, "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)"

@@ -144,9 +144,12 @@ class Cpu(Apic):
 
     # -- SVM -------------------------------------------------------------------
     def svm_vmrun(self, s: list[int]) -> None:
-        """VMRUN: guest mode, GIF=1; nothing in the PMU is switched (F-5.2, F-5.5)."""
+        """VMRUN: guest mode, GIF=1; nothing in the PMU is switched (F-5.2, F-5.5). With
+        ``vmrun_counts_branch`` VMRUN itself retires as a guest-mode branch (V13)."""
         s[self.mode] = 1
         s[self.gif] = 1
+        if self.cfg.vmrun_counts_branch:
+            self.retire(s, True, s[self.exit_cpl], instructions=0, branches=1, cycles=0)
         s[self.exit_reason] = s[self.exit_qual] = s[self.exit_data] = s[self.exit_cpl] = EXIT_NONE
 
     def svm_vmexit(self, s: list[int], reason: int) -> None:
