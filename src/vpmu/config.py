@@ -206,7 +206,7 @@ def _validate(c: MachineConfig) -> None:
     _check_choice("rdpmc_fast", c.rdpmc_fast, RDPMC_FAST_POLICIES)
     _check_bool("vmrun_counts_branch", c.vmrun_counts_branch)
     if c.vmrun_counts_branch and not c.amd:
-        raise ConfigError("vmrun_counts_branch", True, "allowed: true only with vendor = \"amd\" (VMRUN is SVM's)")
+        raise ConfigError("vmrun_counts_branch", True, 'allowed: true only with vendor = "amd" (VMRUN is SVM\'s)')
     if c.amd and c.status_set_raises_pmi:
         raise ConfigError(
             "status_set_raises_pmi", True, "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)"

@@ -540,6 +540,7 @@ def cases() -> list[Case]:
             ]
             if p.full_writes:
                 out.append(check_gp_counters_write_width(p))
+        out.append(one_vm(vendor))
     return out
 
 
@@ -585,3 +586,75 @@ OMISSIONS = [
         "PEBS, the DS area and LBRs are not modelled (H4: guest PEBS is unsupported by the mediated vPMU)",
     ),
 ]
+
+
+# --- the whole test as the real one runs: one VM, every check in order -----------------------------
+
+PREAMBLE_LINES = len(preamble().lines)
+
+
+def _renamed(case: Case, prefix: str) -> tuple[list[str], list[Check]]:
+    """A per-check case's program without main()'s preamble, and its checks, with every tag
+    prefixed (the checks run one after another in one guest)."""
+    lines = []
+    for line in case.vms[0].program[PREAMBLE_LINES:]:
+        words = line.split()
+        if words and words[-1].startswith("@"):
+            words[-1] = f"@{prefix}{words[-1][1:]}"
+            line = " ".join(words)
+        lines.append(line)
+    checks = [
+        Check(f"{prefix}{c.name}", c.text, tuple(f"{prefix}{t}" for t in c.tags), c.test, c.skip) for c in case.checks
+    ]
+    return lines, checks
+
+
+#: The one-VM cases run fewer schedules than the per-check cases (a run is every check in a row).
+ONE_VM_SCHEDULES = ("none", "every:1000003", "every:1000003:timer", "random:1", "random:1:no-nmi")
+
+
+def one_vm(vendor: str) -> Case:
+    """main() as the test runs it: one guest, check_invalid_rdpmc_gp(), then check_counters()
+    per pass (Intel: legacy, then full-width plus check_gp_counters_write_width(); AMD: F15h,
+    then K7), counters, selectors, status and the PMI handler's state carried from one check
+    to the next."""
+    prog = Program(".gp_fixup", ".pmi_handler count", "wrmsr GLOBAL_CTRL 0")
+    rdpmc_lines, checks = _renamed(check_invalid_rdpmc_gp(vendor), "")
+    prog.extend(rdpmc_lines).add(f"lvtpc {PMI_VECTOR}")
+    for p in PASSES[vendor]:
+        per_check: list[Case] = [check_emulated_instr(p), check_gp_counters(p)]
+        if p.intel:
+            per_check.append(check_fixed_counters(p))
+        per_check += [
+            check_rdpmc(p),
+            check_counters_many(p),
+            check_counter_overflow(p),
+            check_gp_counter_cmask(p),
+            check_running_counter_wrmsr(p),
+        ]
+        if p.full_writes:
+            per_check.append(check_gp_counters_write_width(p))
+        for c in per_check:
+            lines, cks = _renamed(c, f"{c.name}:")
+            prog.extend(lines)
+            checks += cks
+    return Case(
+        suite="kut",
+        name="main[one VM]",
+        vendor=vendor,
+        title="the whole test in one VM: every check of every pass in order, state carried across",
+        source=f"{SOURCE}.0",
+        machine=MACHINES[vendor],
+        host_events=HOST_EVENTS,
+        vms=(Vm("", vcpu(vendor), prog.done()),),
+        checks=tuple(checks),
+        schedules=ONE_VM_SCHEDULES,
+        notes=(
+            "main()'s order: check_invalid_rdpmc_gp() before LVTPC is programmed, then check_counters() per "
+            "pass; the per-check cases run the same checks each in a fresh VM (for reporting). Tags and "
+            "assertion names carry the check and pass.",
+            "Fewer schedules than the per-check cases (one run is about 1.3 billion guest instructions): "
+            + ", ".join(ONE_VM_SCHEDULES)
+            + ".",
+        ),
+    )
