@@ -133,6 +133,8 @@ class Tap(Observer):
         self.obs.append(Observation(len(self.obs), tag, what, native, virt, self.step, self.vm))
 
     def _native_read(self, s: list[int], kind: str, index: int) -> Outcome:
+        if kind == "rdmsr" and index in kvm.PERFCTR_QUIRK_MSRS and not self.ref.has_msr(index):
+            return 0  # KVM's quirk for an absent K7/P6 counter reads 0: part of the VM's contract
         try:
             return self.ref.rdpmc(s, index) if kind == "rdpmc" else self.ref.rdmsr(s, index)
         except Fault:
@@ -149,7 +151,8 @@ class Tap(Observer):
     def guest_read(self, s: list[int], kind: str, index: int, value: int) -> None:
         native = self._native_read(s, kind, index)
         self._record(self.isa.tag, self._what(kind, index), native, value)
-        self.ghost.guest_read(s, kind, index, value)
+        if not (kind == "rdmsr" and index in kvm.PERFCTR_QUIRK_MSRS and not self.ref.has_msr(index)):
+            self.ghost.guest_read(s, kind, index, value)  # (the quirk's 0 is compared above)
 
     def guest_write(self, s: list[int], msr: int, value: int) -> None:
         native: Outcome = 0
@@ -160,6 +163,8 @@ class Tap(Observer):
                 native = None
             finally:
                 self.ref.log.clear()
+        elif msr not in kvm.PERFCTR_QUIRK_MSRS and self.system.cpu.has_msr(msr):
+            native = None  # a PMU MSR of the host's the guest's CPUID does not enumerate (KVM's quirk aside)
         self.pending = (self.isa.tag, self._what("wrmsr", msr, value), native)
         self.ghost.guest_write(s, msr, value)
 
@@ -331,7 +336,7 @@ def world_for(case: Case, vm: Vm) -> WorldSpec:
         machine=case.machine,
         vcpu=vm.vcpu,
         host_events=case.host_events,
-        guest=GuestSpec(vm.program),
+        guest=GuestSpec(vm.program, enable="GP0" if vm.vcpu.num_gp else "0"),
         bounds=Bounds(exits=0, nmis=0, perf_ops=0),
         properties=GUEST_PROPERTIES,
         description=case.title,

@@ -56,6 +56,14 @@ class VcpuSpec:
     deny_fixed: tuple[int, ...] = ()
     #: The guest's LVTPC when the world starts (Linux guests use NMI delivery).
     lvtpc: int = M.APIC_DM_NMI
+    #: Guest CPUID: Intel CPUID.0AH:EAX version (0: no architectural PMU; KVM keeps what userspace
+    #: set, kvm_pmu_refresh/intel_pmu_refresh), or on AMD 2 = PerfMonV2 (global registers), 1 = none.
+    version: int = 2
+    #: Guest CPUID counter widths (0: the host's); a narrower width makes KVM intercept RDPMC.
+    gp_width: int = 0
+    fixed_width: int = 0
+    #: CPUID.0AH:ECX fixed-counter bitmap (v5+); v7.0 intel_pmu_refresh() does not read it.
+    fixed_bitmap: int = 0
 
 
 class Observer:

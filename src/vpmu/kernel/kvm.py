@@ -32,9 +32,55 @@ def need_any_pmc_intercept(env: KernelEnv) -> bool:
     return env.vcpu.num_gp != cfg.num_gp or env.vcpu.num_fixed != cfg.num_fixed
 
 
+def has_perf_global_ctrl(env: KernelEnv) -> bool:
+    """kvm_pmu_has_perf_global_ctrl(): Intel guest version > 1; AMD PerfMonV2 (guest CPUID)."""
+    if env.cpu.cfg.intel:
+        return env.vcpu.version > 1
+    return env.vcpu.version >= 2 and env.cpu.cfg.pmu_version == "perfmonv2"
+
+
+def need_perf_global_ctrl_intercept(env: KernelEnv) -> bool:
+    """kvm_need_perf_global_ctrl_intercept() (v7.0 pmu.c)."""
+    return need_any_pmc_intercept(env) or not has_perf_global_ctrl(env)
+
+
 def need_rdpmc_intercept(env: KernelEnv) -> bool:
-    """kvm_need_rdpmc_intercept() (widths are the host's in this model)."""
-    return need_any_pmc_intercept(env)
+    """kvm_need_rdpmc_intercept(): counter numbers or widths differ from the host's."""
+    cfg, v = env.cpu.cfg, env.vcpu
+    return (
+        need_any_pmc_intercept(env)
+        or (v.gp_width or cfg.gp_width) != cfg.gp_width
+        or (v.fixed_width or cfg.fixed_width) != cfg.fixed_width
+    )
+
+
+#: MSRs whose accesses KVM drops (writes) or answers 0 (reads) without #GP when the counter is
+#: absent (kvm_set_msr_common()/kvm_get_msr_common(): the K7 and P6 PERFCTR/EVNTSEL quirk).
+PERFCTR_QUIRK_MSRS = frozenset(
+    (
+        *range(M.MSR_K7_EVNTSEL0, M.MSR_K7_EVNTSEL0 + 4),
+        *range(M.MSR_K7_PERFCTR0, M.MSR_K7_PERFCTR0 + 4),
+        *range(M.MSR_IA32_PERFCTR0, M.MSR_IA32_PERFCTR0 + 2),
+        *range(M.MSR_P6_EVNTSEL0, M.MSR_P6_EVNTSEL0 + 2),
+    )
+)
+
+
+def rsvd_write(env: KernelEnv, msr: int, value: int) -> bool:
+    """Does an intercepted write set reserved bits KVM refuses with #GP? (Intel: global_ctrl_rsvd,
+    global_status_rsvd and fixed_ctr_ctrl_rsvd of intel_pmu_refresh(); kvm_pmu_set_msr())."""
+    if not env.cpu.cfg.intel:
+        return False
+    v = env.vcpu
+    counters = ((1 << v.num_gp) - 1) | (((1 << v.num_fixed) - 1) << M.FIXED_IDX_BASE)
+    if msr == M.MSR_CORE_PERF_GLOBAL_CTRL:
+        return bool(value & ~counters)
+    if msr == M.MSR_CORE_PERF_GLOBAL_OVF_CTRL:
+        return bool(value & ~(counters | M.STATUS_OVF_BUF | M.STATUS_COND_CHGD))
+    if msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL:
+        allowed = sum((M.FIXED_OS | M.FIXED_USR | M.FIXED_PMI) << (4 * j) for j in range(v.num_fixed))
+        return bool(value & ~allowed)
+    return False
 
 
 def passthrough_msrs(env: KernelEnv) -> frozenset[int]:
@@ -48,14 +94,14 @@ def passthrough_msrs(env: KernelEnv) -> frozenset[int]:
                 out.add(M.MSR_IA32_PMC0 + i)
         for j in range(v.num_fixed):
             out.add(M.MSR_CORE_PERF_FIXED_CTR0 + j)
-        if not need_any_pmc_intercept(env):
+        if not need_perf_global_ctrl_intercept(env):
             out |= {M.MSR_CORE_PERF_GLOBAL_STATUS, M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
     else:
         for i in range(v.num_gp):
             if i < 4:
                 out.add(M.MSR_K7_PERFCTR0 + i)
             out.add(M.MSR_F15H_PERF_CTR0 + 2 * i)
-        if not need_any_pmc_intercept(env):
+        if not need_perf_global_ctrl_intercept(env):
             out |= {
                 M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS,
                 M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
@@ -234,13 +280,14 @@ def kvm_pmu_msr_valid(env: KernelEnv, msr: int, write: bool) -> bool:
             valid |= {M.MSR_K7_EVNTSEL0 + i, M.MSR_K7_PERFCTR0 + i}
     valid |= {env.FIXED_COUNTER(j) for j in range(v.num_fixed)}
     if cfg.intel:
-        if v.num_fixed:
+        if v.version >= 2:  # intel_is_valid_msr(): FIXED_CTR_CTRL with v2+ (zero fixed counters too)
             valid.add(M.MSR_CORE_PERF_FIXED_CTR_CTRL)
         # The guest is shown PMU v2 (§2.1): no STATUS_SET; GLOBAL_STATUS is read-only.
-        valid |= {M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
-        if not write:
-            valid.add(M.MSR_CORE_PERF_GLOBAL_STATUS)
-    elif cfg.pmu_version == "perfmonv2":
+        if has_perf_global_ctrl(env):
+            valid |= {M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
+            if not write:
+                valid.add(M.MSR_CORE_PERF_GLOBAL_STATUS)
+    elif has_perf_global_ctrl(env):
         valid |= {
             M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
             M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR,
@@ -772,7 +819,7 @@ def exit_request_step(env: KernelEnv) -> Step:
 
 def vcpu_enter_guest(env: KernelEnv) -> Function:
     cpu, cfg = env.cpu, env.cpu.cfg
-    intercepted_gc = need_any_pmc_intercept(env)
+    intercepted_gc = need_perf_global_ctrl_intercept(env)
 
     def handle_event(s: list[int]) -> None:
         s[env.req_pmu] = 0
@@ -816,8 +863,19 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
 
     def handle_exit(s: list[int]) -> None:
         reason, qual, data = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
-        if reason in (V.EXIT_WRMSR, V.EXIT_RDMSR) and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR):
+        if (
+            reason in (V.EXIT_WRMSR, V.EXIT_RDMSR)
+            and qual in PERFCTR_QUIRK_MSRS
+            and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR)
+        ):  # an absent K7/P6 counter: the write is dropped, a read returns 0, no #GP
+            if reason == V.EXIT_RDMSR:
+                s[env.guest_rax] = 0
+                env.obs.guest_read(s, "rdmsr", qual, 0)
+            skip_emulated_instruction(env, s)
+        elif reason in (V.EXIT_WRMSR, V.EXIT_RDMSR) and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR):
             env.inject_gp(s, f"{'WRMSR' if reason == V.EXIT_WRMSR else 'RDMSR'} {qual:#x}: not a vCPU MSR")
+        elif reason == V.EXIT_WRMSR and rsvd_write(env, qual, data):
+            env.inject_gp(s, f"WRMSR {qual:#x} <- {data:#x}: reserved bits")
         elif reason == V.EXIT_WRMSR:
             emulated_wrmsr(env, s, qual, data)
             skip_emulated_instruction(env, s)
@@ -832,6 +890,12 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
                 env.inject_gp(s, f"RDPMC {qual:#x}: no such counter")
                 return
             value = s[env.fixed_counter + idx] if qual & M.RDPMC_FIXED else s[env.pmc_counter + idx]
+            width = (
+                (env.vcpu.fixed_width or cfg.fixed_width)
+                if qual & M.RDPMC_FIXED
+                else (env.vcpu.gp_width or cfg.gp_width)
+            )
+            value &= (1 << width) - 1  # kvm_pmu_rdpmc(): pmc_read_counter() & counter_bitmask
             s[env.guest_rax] = value
             env.obs.guest_read(s, "rdpmc", qual, value)
             skip_emulated_instruction(env, s)

@@ -11,13 +11,12 @@ event selector (always intercepted: KVM emulates and counts the enabling WRMSR,
 §5.6); for a fixed counter it is PERF_GLOBAL_CTRL (passed through).
 
 The host iterates guest CPUID configurations (PMU version 0-5, PERF_CAPABILITIES,
-the EBX event mask and length, fewer GP or fixed counters). The model has no
-guest CPUID: the vCPU always has the host's counters at version 2 (KVM's cap).
-So each test runs in the one configuration the model has, once with
-PERF_CAPABILITIES.FW_WRITES (counters through IA32_A_PMCx) and once without
-(through IA32_PERFCTRx); the reduced-counter configurations are listed as not
-expressible (their #GP expectations need KVM's emulated-access #GP, which the
-model's KVM does not inject).
+the EBX event mask and length, fewer GP or fixed counters). The per-test cases
+run the host's counters at version 2, once with PERF_CAPABILITIES.FW_WRITES
+(counters through IA32_A_PMCx) and once without (through IA32_PERFCTRx); the
+``[CPUID matrix]`` cases run one VM per guest CPUID (VcpuSpec version, counters),
+where KVM's interception policy, its #GP for absent counters and reserved bits,
+and its PERFCTR0/1 quirk decide what the guest sees.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from vpmu.conform.suites import (
 )
 from vpmu.conform.suites.machines import HOST_EVENTS, MACHINES, vcpu
 from vpmu.hw import msr as M
+from vpmu.kernel.env import VcpuSpec
 from vpmu.kernel.pmu_filter import (
     KVM_PMU_EVENT_DENY,
     KVM_PMU_EVENT_FILTER_MAX_EVENTS,
@@ -316,6 +316,162 @@ def test_fixed_counters() -> Case:
         checks,
         notes=(f"nr_fixed_counters = {nr} (the host's), bitmask 0 (v2 guest: the bitmask needs v5).",),
     )
+
+
+# --- the CPUID matrix of test_intel_counters() ----------------------------------------------------
+
+KVM_PMU_VERSION = 2  # kvm_pmu_cap.version: KVM caps what it reports at 2 (v7.0 pmu.c)
+MSR_P6_PERFCTR0, MSR_P6_PERFCTR1 = 0xC1, 0xC2
+MSR_IA32_PMC0 = 0x4C1
+MSR_CORE_PERF_FIXED_CTR0 = 0x309
+INTEL_RDPMC_FIXED, INTEL_RDPMC_FAST = 1 << 30, 1 << 31
+#: Versions of the matrix run here: v3 and v4 behave as v2 in KVM and in the guest (both see min(v, 2)
+#: and KVM does not read the v5 fixed-counter bitmap), so 0, 1, 2 and 5 cover every distinct path.
+MATRIX_VERSIONS = (0, 1, 2, 5)
+MATRIX_NR_GP = (0, 1, 2, 3, 7, 8)
+
+
+def guest_pmu_version(v: int) -> int:
+    """guest_get_pmu_version(): min(kvm_pmu_version, the guest's CPUID version)."""
+    return min(KVM_PMU_VERSION, v)
+
+
+def _matrix_rd_wr(base: int, nr_possible: int, nr: int, or_mask: int, tag: str) -> tuple[list[str], list[Check]]:
+    """guest_rd_wr_counters() for every possible counter: #GP expectations for absent ones, and
+    KVM's PERFCTR0/1 quirk (writes dropped, reads 0, no #GP)."""
+    lines: list[str] = []
+    checks: list[Check] = []
+    for i in range(nr_possible):
+        msr = base + i
+        ok = i < nr or bool(or_mask >> i & 1)
+        expected = 0xFFFF if ok else 0
+        expect_gp = not ok and msr not in (MSR_P6_PERFCTR0, MSR_P6_PERFCTR1)
+        idx = i | (INTEL_RDPMC_FIXED if base == MSR_CORE_PERF_FIXED_CTR0 else 0)
+        t = f"{tag}-{i}"
+        lines += [
+            f"wrmsr {msr:#x} 0xffff @wr-{t}",
+            f"rdmsr {msr:#x} @rd-{t}",
+            f"rdpmc {idx:#x} ring=0 @rdpmc-{t}",
+            f"rdpmc {idx | INTEL_RDPMC_FAST:#x} ring=0 @fast-{t}",
+            f"wrmsr {msr:#x} 0 @wr0-{t}",
+        ]
+        if expect_gp:
+            checks += [faults(f"{t}: WRMSR({msr:#x}) #GP", f"wr-{t}"), faults(f"{t}: RDMSR({msr:#x}) #GP", f"rd-{t}")]
+            checks.append(faults(f"{t}: WRMSR({msr:#x}, 0) #GP", f"wr0-{t}"))
+        else:
+            checks += [
+                no_fault(f"{t}: WRMSR({msr:#x}) no fault", f"wr-{t}"),
+                eq(f"{t}: RDMSR({msr:#x})", f"rd-{t}", expected),
+                no_fault(f"{t}: WRMSR({msr:#x}, 0) no fault", f"wr0-{t}"),
+            ]
+        checks.append(
+            eq(f"{t}: RDPMC({idx:#x})", f"rdpmc-{t}", expected)
+            if ok
+            else faults(f"{t}: RDPMC({idx:#x}) #GP", f"rdpmc-{t}")
+        )
+        checks.append(faults(f"{t}: RDPMC({idx | INTEL_RDPMC_FAST:#x}) #GP", f"fast-{t}"))
+    return lines, checks
+
+
+def _matrix_vcpu(v: int, nr_gp: int, nr_fixed: int, bitmap: int = 0) -> VcpuSpec:
+    """What KVM makes of the CPUID userspace set: no counters without a version, no fixed
+    counters before v2 (intel_pmu_refresh())."""
+    return vcpu("intel", num_gp=nr_gp if v else 0, num_fixed=nr_fixed if v >= 2 else 0, version=v, fixed_bitmap=bitmap)
+
+
+def test_gp_counters_matrix() -> Case:
+    """test_gp_counters(v, perf_caps, nr_gp) over the CPUID matrix: one VM each."""
+    vms: list[Vm] = []
+    checks: list[Check] = []
+    for v in MATRIX_VERSIONS:
+        for fw in (False, True):
+            for j in MATRIX_NR_GP if v else (0,):
+                tag = f"v{v}-{'fw' if fw else 'legacy'}-gp{j}"
+                gv = guest_pmu_version(v)
+                nr = j if gv else 0
+                prog = Program(".gp_fixup")
+                if gv > 1:
+                    prog.add(f"rdmsr GLOBAL_CTRL @{tag}-global-ctrl")
+                    checks.append(eq(f"{tag}: PERF_GLOBAL_CTRL after RESET", f"{tag}-global-ctrl", (1 << nr) - 1))
+                lines, cks = _matrix_rd_wr(MSR_IA32_PMC0 if fw else M.MSR_IA32_PERFCTR0, MAX_NR_GP_COUNTERS, nr, 0, tag)
+                vms.append(Vm(tag, _matrix_vcpu(v, j, 0), prog.extend(lines).done()))
+                checks += cks
+    return _intel_case(
+        "test_gp_counters[CPUID matrix]",
+        "GP counters over guest CPUID versions 0, 1, 2, 5 and 0-8 counters: #GP for absent ones, the PERFCTR0/1 quirk",
+        "8.1.2",
+        tuple(vms),
+        checks,
+        schedules=MATRIX_SCHEDULES,
+        notes=(
+            "test_intel_counters()'s loop over versions and perf_caps: versions "
+            + ", ".join(map(str, MATRIX_VERSIONS))
+            + " (v3 and v4 take v2's paths), GP counters "
+            + ", ".join(map(str, MATRIX_NR_GP))
+            + " of the host's 8; with fewer counters than the host KVM intercepts RDPMC, PERF_GLOBAL_CTRL and "
+            "the absent counters' MSRs (kvm_need_any_pmc_intercept), with version 1 it intercepts "
+            "PERF_GLOBAL_CTRL (kvm_need_perf_global_ctrl_intercept). The native reference is a CPU with the "
+            "guest's CPUID, plus KVM's documented PERFCTR0/1 quirk.",
+        ),
+    )
+
+
+def test_fixed_counters_matrix() -> Case:
+    """test_fixed_counters(v, perf_caps, nr_fixed, bitmask) over the CPUID matrix."""
+    vms: list[Vm] = []
+    checks: list[Check] = []
+    for v in MATRIX_VERSIONS:
+        for j in range(MAX_NR_FIXED_COUNTERS + 1) if v >= 2 else (0,):
+            for k in (0, (1 << MAX_NR_FIXED_COUNTERS) - 1):
+                tag = f"v{v}-fixed{j}-bitmask{k:#x}"
+                gv = guest_pmu_version(v)
+                nr = j if gv >= 2 else 0
+                bitmask = k if gv >= 5 else 0  # never: KVM reports version 2
+                prog = Program(".gp_fixup")
+                lines, cks = _matrix_rd_wr(MSR_CORE_PERF_FIXED_CTR0, MAX_NR_FIXED_COUNTERS, nr, bitmask, tag)
+                prog.extend(lines)
+                checks += cks
+                for i in range(MAX_NR_FIXED_COUNTERS):
+                    t = f"{tag}-{i}"
+                    if i >= nr and not bitmask >> i & 1:
+                        prog.add(
+                            f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * i:#x} @ctrl-{t}",
+                            f"wrmsr GLOBAL_CTRL {1 << (M.FIXED_IDX_BASE + i):#x} @global-{t}",
+                        )
+                        checks += [
+                            faults(f"{t}: #GP for counter {i} in FIXED_CTR_CTRL", f"ctrl-{t}"),
+                            faults(f"{t}: #GP for counter {i} in PERF_GLOBAL_CTRL", f"global-{t}"),
+                        ]
+                        continue
+                    prog.add(
+                        f"wrmsr FIXED_CTR{i} 0",
+                        f"wrmsr FIXED_CTR_CTRL {FIXED_PMC_KERNEL << 4 * i:#x}",
+                        f"wrmsr GLOBAL_CTRL {1 << (M.FIXED_IDX_BASE + i):#x}",
+                        f"loop {NUM_LOOPS} ring=0 branches",
+                        "wrmsr GLOBAL_CTRL 0",
+                        f"rdmsr FIXED_CTR{i} @count-{t}",
+                    )
+                    checks.append(ne(f"{t}: fixed counter {i} counts", f"count-{t}", 0))
+                vms.append(Vm(tag, _matrix_vcpu(v, MACHINES["intel"].num_gp, j, k), prog.done()))
+    return _intel_case(
+        "test_fixed_counters[CPUID matrix]",
+        "fixed counters over guest CPUID versions 0, 1, 2, 5, 0-3 fixed counters and bitmasks 0 and 0x7",
+        "8.1.3",
+        tuple(vms),
+        checks,
+        schedules=MATRIX_SCHEDULES,
+        notes=(
+            "FIXED_CTR_CTRL and PERF_GLOBAL_CTRL bits of absent fixed counters are reserved: KVM injects #GP "
+            "(fixed_ctr_ctrl_rsvd, global_ctrl_rsvd of intel_pmu_refresh()). The CPUID fixed-counter bitmask "
+            "(v5) is not read by KVM (v7.0 intel_pmu_refresh()) and the guest ignores it below version 5, "
+            "which it never sees (guest_get_pmu_version() = min(2, v)): masks 0 and 0x7 stand for the 8 the "
+            "test iterates.",
+        ),
+    )
+
+
+#: The CPUID matrix cases are many short VMs: fewer schedules than the default (no step sweep).
+MATRIX_SCHEDULES = ("none", "every:3", "every:17:timer", "random:1", "random:1:no-nmi")
 
 
 # --- pmu_event_filter_test ---------------------------------------------------------------------------
@@ -679,6 +835,8 @@ def cases() -> list[Case]:
         test_gp_counters(True),
         test_gp_counters(False),
         test_fixed_counters(),
+        test_gp_counters_matrix(),
+        test_fixed_counters_matrix(),
         *filter_cases("intel"),
         filter_running_vm("intel"),
         *[fixed_counter_bitmap_running_vm(i) for i in range(MACHINES["intel"].num_fixed)],
@@ -713,7 +871,9 @@ OMISSIONS = [
         "test_arch_events: CPUID matrix (versions 0-5, EBX mask/length)",
         "intel",
         "not expressible",
-        "the model has no guest CPUID; the guest is always version 2 with the host's counters",
+        "the EBX event mask and length only change which events the guest enumerates; KVM never refuses an "
+        "event for its enumeration (§12.14) and the guest's checks depend on what the host counts, so every "
+        "point of that matrix runs the same program as test_arch_events (the GP and fixed matrices are run)",
     ),
     Omission(
         "counters",
@@ -724,18 +884,21 @@ OMISSIONS = [
     ),
     Omission(
         "counters",
-        "test_gp_counters / test_fixed_counters with fewer counters than the host",
+        "CPUID matrix: versions 3 and 4, GP counter numbers 4-6, fixed bitmasks 1-6, FEP RDPMC",
         "intel",
-        "not expressible",
-        "not ported yet: the #GP probes of absent counters need a vCPU with fewer counters than the host and "
-        "the PERFCTR0/1 quirk below; KVM's #GP for absent counters is modelled (tests/test_conform_guest.py)",
+        "not run",
+        "for time: v3 and v4 take v2's paths in KVM and in the guest (min(2, v)), counter numbers 4-6 the "
+        "paths of 3 and 7, and KVM does not read the fixed-counter bitmask; rdpmc_safe_fep() needs an "
+        "emulated RDPMC (fep on RDPMC), which the guest ISA's fep does not express",
     ),
     Omission(
         "counters",
-        "test_gp_counters: legacy PERFCTR0/1 quirk (writes dropped, reads 0)",
+        "guest counter widths narrower than the host's",
         "intel",
         "not expressible",
-        "a KVM quirk for absent counters, reachable only with fewer counters than the host (see above)",
+        "KVM intercepts RDPMC and masks it to the guest's width (modelled), but the counter MSRs stay passed "
+        "through at the host's width (v7.0 vmx_recalc_pmu_msr_intercepts): such a guest is not transparent, "
+        "and no public test runs one",
     ),
     Omission(
         "filter",
