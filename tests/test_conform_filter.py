@@ -54,3 +54,18 @@ def test_running_vm_flow_passes_and_catches_a_broken_refresh() -> None:
     # A fresh VM per filter cannot see it: its first FIXED_CTR_CTRL write marks the counter.
     fresh = "intel/filter/test_fixed_counter_bitmap[1]"
     assert not fold_mutation("filter-no-reprogram", run_tasks([(fresh, "none")], "filter-no-reprogram")).caught
+
+
+def test_bad_filter_and_loop_options_are_one_line_errors() -> None:
+    import pytest
+
+    from vpmu.errors import VpmuError
+    from vpmu.kernel.pmu_filter import parse
+
+    with pytest.raises(VpmuError, match="set_filter action 'maybe'"):
+        parse(["maybe"])
+    with pytest.raises(VpmuError, match="set_filter option 'colour=1'"):
+        parse(["deny", "colour=1"])
+    with pytest.raises(VpmuError, match="set_filter event 'x'"):
+        parse(["deny", "events=x"])
+    assert parse(["2", "events=0xc0", "nevents=301"]).ioctl_error("intel") == EINVAL

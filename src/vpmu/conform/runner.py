@@ -694,8 +694,19 @@ MUTATION_VENDORS = {"no-guestonly-amd": ("amd",)}
 
 
 def mutation_tasks(cases: Sequence[Case], design: str) -> list[tuple[str, str]]:
+    """Every case of the design's vendors under its mutation schedules (a case with its own
+    schedule set: those of them without unrelated NMIs)."""
     vendors = MUTATION_VENDORS.get(design, ("intel", "amd"))
-    return [(c.id, s) for c in cases if c.vendor in vendors for s in mutation_schedules(case_size(c))]
+    tasks = []
+    for c in cases:
+        if c.vendor not in vendors:
+            continue
+        if c.schedules:
+            names = [s for s in c.schedules if s != "steps" and not (s.startswith("random:") and "no-nmi" not in s)]
+        else:
+            names = mutation_schedules(case_size(c))
+        tasks += [(c.id, s) for s in names]
+    return tasks
 
 
 def fold_mutation(design: str, runs: Sequence[CaseRun]) -> MutationResult:
