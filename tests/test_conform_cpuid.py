@@ -57,3 +57,33 @@ def test_reserved_fixed_bits_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(kvm, "rsvd_write", lambda env, msr, value: False)
     bad = _run(case)
     assert any("in FIXED_CTR_CTRL" in b for b in bad.failed_checks)
+
+
+def test_a_world_names_the_guest_cpuid_and_bad_values_are_refused() -> None:
+    import tomllib
+
+    from vpmu.check.world import parse_world
+    from vpmu.errors import ConfigError
+
+    text = """
+[machine]
+vendor = "intel"
+num_gp = 2
+num_fixed = 1
+[vcpu]
+num_fixed = 0
+version = 1
+[guest]
+program = ["hlt"]
+"""
+    world = parse_world(tomllib.loads(text), "w")
+    assert world.vcpu.version == 1 and kvm.need_perf_global_ctrl_intercept(_env_for(world.machine, world.vcpu))
+    with pytest.raises(ConfigError, match="vcpu.num_fixed"):
+        parse_world(tomllib.loads(text.replace("num_fixed = 0\n", "")), "w")
+    with pytest.raises(ConfigError, match="vcpu.version"):
+        parse_world(tomllib.loads(text.replace("version = 1", "version = 7")), "w")
+
+
+def _env_for(machine, v: VcpuSpec) -> KernelEnv:  # type: ignore[no-untyped-def]
+    layout = Layout()
+    return KernelEnv(Cpu(machine, layout), layout, v)

@@ -73,7 +73,7 @@ class MachineConfig:
     #: RDPMC with ECX[31] on an architectural Intel PMU (open point 7, F-1.11.2).
     rdpmc_fast: str = "gp"
     #: AMD: VMRUN retires as a branch in guest context, counted by the guest's branch counters
-    #: (kvm-unit-tests 89126fa4, verified-facts V13). Off by default: see docs/fidelity.md §1.
+    #: (kvm-unit-tests 89126fa4, verified-facts V13). Off by default: see docs/fidelity.md §7.
     vmrun_counts_branch: bool = False
 
     def __post_init__(self) -> None:

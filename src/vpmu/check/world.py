@@ -150,7 +150,9 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     machine = MachineConfig.from_mapping(machine_t, where=f"{where} [machine]")
 
     vt = _table(data, "vcpu", where)
-    _known(vt, ("num_gp", "num_fixed", "intel_compatible", "deny_events", "deny_fixed", "lvtpc"), "vcpu.", where)
+    vcpu_keys = ("num_gp", "num_fixed", "intel_compatible", "deny_events", "deny_fixed", "lvtpc")
+    cpuid_keys = ("version", "gp_width", "fixed_width", "fixed_bitmap")  # the guest's CPUID (issue 14)
+    _known(vt, (*vcpu_keys, *cpuid_keys), "vcpu.", where)
     ngp = _int(vt.get("num_gp", machine.num_gp), "vcpu.num_gp", 1, machine.num_gp, where)
     nfx = _int(vt.get("num_fixed", machine.num_fixed), "vcpu.num_fixed", 0, machine.num_fixed, where)
     deny = vt.get("deny_events", [])
@@ -163,6 +165,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
     if lvtpc not in ("NMI", "NMI|MASKED") and not isinstance(lvtpc, int):
         raise ConfigError("vcpu.lvtpc", lvtpc, 'allowed: "NMI", "NMI|MASKED" or an integer', where)
     lvt = lvtpc if isinstance(lvtpc, int) else M.APIC_DM_NMI | (M.APIC_LVT_MASKED if "MASKED" in lvtpc else 0)
+    if vt.get("version", 2) == 1 and nfx and machine.intel:
+        raise ConfigError(
+            "vcpu.num_fixed", nfx, "allowed: 0 with vcpu.version = 1 (no fixed counters before v2)", where
+        )
     vcpu = VcpuSpec(
         num_gp=ngp,
         num_fixed=nfx,
@@ -170,6 +176,11 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         deny_events=tuple(deny),
         deny_fixed=tuple(deny_fixed),
         lvtpc=lvt,
+        # Guest CPUID: version 1-5 (Intel; AMD: 2 PerfMonV2, 1 none), widths up to the host's.
+        version=_int(vt.get("version", 2), "vcpu.version", 1, 5, where),
+        gp_width=_int(vt.get("gp_width", machine.gp_width), "vcpu.gp_width", 2, machine.gp_width, where),
+        fixed_width=_int(vt.get("fixed_width", machine.fixed_width), "vcpu.fixed_width", 2, machine.fixed_width, where),
+        fixed_bitmap=_int(vt.get("fixed_bitmap", 0), "vcpu.fixed_bitmap", 0, 0xFF, where),
     )
 
     events_t = data.get("host_event", [])
