@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vpmu.config import MachineConfig
 from vpmu.conform.runner import CaseRun, Schedule, _judge, cases_by_id, run_vm
 from vpmu.conform.suites import Case
 from vpmu.conform.suites.machines import INTEL, vcpu
@@ -78,12 +79,12 @@ program = ["hlt"]
 """
     world = parse_world(tomllib.loads(text), "w")
     assert world.vcpu.version == 1 and kvm.need_perf_global_ctrl_intercept(_env_for(world.machine, world.vcpu))
-    with pytest.raises(ConfigError, match="vcpu.num_fixed"):
+    with pytest.raises(ConfigError, match=r"vcpu\.num_fixed"):
         parse_world(tomllib.loads(text.replace("num_fixed = 0\n", "")), "w")
-    with pytest.raises(ConfigError, match="vcpu.version"):
+    with pytest.raises(ConfigError, match=r"vcpu\.version"):
         parse_world(tomllib.loads(text.replace("version = 1", "version = 7")), "w")
 
 
-def _env_for(machine, v: VcpuSpec) -> KernelEnv:  # type: ignore[no-untyped-def]
+def _env_for(machine: MachineConfig, v: VcpuSpec) -> KernelEnv:
     layout = Layout()
     return KernelEnv(Cpu(machine, layout), layout, v)
