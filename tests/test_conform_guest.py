@@ -124,7 +124,7 @@ num_fixed = 0
 [vcpu]
 num_gp = 1
 [guest]
-program = [".gp_fixup", "rdpmc 1", "rdmsr 0x187", "wrmsr 0x187 1", "rdpmc 0", "hlt"]
+program = [".gp_fixup", "rdpmc 1", "rdmsr 0x4c2", "wrmsr 0x4c2 1", "rdpmc 0", "hlt"]
 [bounds]
 exits = 0
 nmis = 0

@@ -101,6 +101,7 @@ def test_restricted_scenarios_say_so() -> None:
     assert restricted == {
         *("S2", "S8", "S13", "S13-spurious", "H2-intel", "H10-guest", "F2-fix", "F2-linux-next", "F3-fix"),
         *("F1-unknown-nmi", "F1-panic"),
+        *("S10-allow", "S10-stale"),
     }
 
 

@@ -76,6 +76,9 @@ class MachineConfig:
     #: no handler claims panics instead of "Dazed and confused, but trying to continue"
     #: (unknown_nmi_error(), arch/x86/kernel/nmi.c; V6).
     unknown_nmi_panic: bool = False
+    #: AMD: VMRUN retires as a branch in guest context, counted by the guest's branch counters
+    #: (kvm-unit-tests 89126fa4, verified-facts V13). Off by default: see docs/fidelity.md §10.
+    vmrun_counts_branch: bool = False
 
     def __post_init__(self) -> None:
         # Vendor-dependent defaults: Intel v5 with one fixed counter, AMD PerfMonV2.
@@ -198,6 +201,9 @@ def _validate(c: MachineConfig) -> None:
     _check_choice("svme_off_filter", c.svme_off_filter, SVME_OFF_POLICIES)
     _check_choice("rdpmc_fast", c.rdpmc_fast, RDPMC_FAST_POLICIES)
     _check_bool("unknown_nmi_panic", c.unknown_nmi_panic)
+    _check_bool("vmrun_counts_branch", c.vmrun_counts_branch)
+    if c.vmrun_counts_branch and not c.amd:
+        raise ConfigError("vmrun_counts_branch", True, 'allowed: true only with vendor = "amd" (VMRUN is SVM\'s)')
     if c.amd and c.status_set_raises_pmi:
         raise ConfigError(
             "status_set_raises_pmi", True, "allowed: false on AMD (StatusSet has no side effects, F-3.6.5)"

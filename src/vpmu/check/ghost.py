@@ -103,10 +103,10 @@ class Ghost(Observer):
                 ref.wrmsr(s, msr, value)
             ref.log.clear()
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
         # A native CPU retires the instruction in guest mode; its cycles were
         # spent in the host, where the guest's counters are stopped.
-        self.ref.retire(s, True, cpl, 1, 0, cycles=0)
+        self.ref.retire(s, True, cpl, 1, branches, cycles=0)
         self.ref.log.clear()
         if (
             self.task_pc >= 0
@@ -163,8 +163,10 @@ class Ghost(Observer):
         s[slot] = 0
 
     # -- called by the system around every step -------------------------------------------
-    def guest_retired(self, s: list[int], ring: int, n: int, branches: int) -> None:
-        self.ref.retire(s, True, ring, n, branches)
+    def guest_retired(
+        self, s: list[int], ring: int, n: int, branches: int, cycles: int | None = None, ipc: int = 1
+    ) -> None:
+        self.ref.retire(s, True, ring, n, branches, cycles, ipc)
         self.ref.log.clear()
 
     def host_retired(self, s: list[int], n: int) -> None:
@@ -322,17 +324,17 @@ class Ghost(Observer):
         """event-filter: in guest mode, no hardware counter of the guest's is set to count a denied event."""
         env, cpu = self.env, self.cpu
         vcpu = env.vcpu
-        if not (vcpu.deny_events or vcpu.deny_fixed):
+        if env.filter_slot < 0 and env.filters[0] is None:
             return
         for i in range(vcpu.num_gp):
             sel = s[cpu.evtsel + i]
-            if s[self.owner_gp + i] == GUEST and not kvm.event_allowed(env, sel) and self._counts(s, i):
+            if s[self.owner_gp + i] == GUEST and not kvm.event_allowed(env, sel, s) and self._counts(s, i):
                 self.fail(
                     s, "event-filter", f"{self.where()}: PMC{i} counts event {sel & 0xFF:#x}, which the filter denies"
                 )
                 return
-        for j in vcpu.deny_fixed:
-            if j < vcpu.num_fixed and any(cpu.fixed_counts(s, j, cpl) for cpl in (0, 3)):
+        for j in range(vcpu.num_fixed):
+            if not kvm.fixed_allowed(env, j, s) and any(cpu.fixed_counts(s, j, cpl) for cpl in (0, 3)):
                 self.fail(s, "event-filter", f"{self.where()}: FIXED_CTR{j} counts, and the filter denies it")
                 return
 

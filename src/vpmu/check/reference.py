@@ -5,7 +5,8 @@ only guest-mode events and the guest's own MSR writes, with the guest's LVTPC
 as its LVTPC. What the guest reads from the virtualized PMU must equal what
 this CPU shows (guest transparency). Its PMU is the one KVM exposes: the
 host's counters, Intel architectural version 2 (KVM caps the guest's version
-at 2, §2.1) or AMD PerfMonV2.
+at 2, §2.1) or AMD PerfMonV2 — or what the guest's CPUID says (fewer counters,
+narrower widths, version 1, no PerfMonV2).
 """
 
 from __future__ import annotations
@@ -21,12 +22,23 @@ from vpmu.kernel.env import VcpuSpec
 
 def guest_machine(host: MachineConfig, vcpu: VcpuSpec) -> MachineConfig:
     """The PMU a mediated guest is shown."""
-    return replace(
+    if host.intel:
+        version: int | str = max(1, min(int(host.pmu_version), 2, vcpu.version))
+    else:
+        version = host.pmu_version if vcpu.version >= 2 else "perfctrextcore"
+    cfg = replace(
         host,
-        pmu_version=min(int(host.pmu_version), 2) if host.intel else host.pmu_version,
-        num_gp=vcpu.num_gp,
+        pmu_version=version,
+        num_gp=max(1, vcpu.num_gp),
         num_fixed=vcpu.num_fixed,
+        gp_width=vcpu.gp_width or host.gp_width,
+        fixed_width=vcpu.fixed_width or host.fixed_width,
     )
+    if not vcpu.num_gp:
+        # A guest's CPUID may enumerate no GP counter (conform's CPUID matrix); no physical host
+        # does, so MachineConfig refuses 0 and the value is set past its validation here.
+        object.__setattr__(cfg, "num_gp", 0)
+    return cfg
 
 
 class RefPmu(Pmu):

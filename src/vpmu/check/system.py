@@ -448,8 +448,12 @@ class System:
                     if st.branch and st.period > 1:  # a loop body ending in a branch: count the group ends
                         left = s[st.arg]
                         branches = (left + n_units - 1) // st.period - (left - 1) // st.period
-                    cpu.retire(s, True, st.ring, n_units, branches)
-                    ghost.guest_retired(s, st.ring, n_units, branches)
+                    cycles = None
+                    if st.ipc > 1:  # a cycle ends with every ipc-th instruction of the loop
+                        left = s[st.arg]
+                        cycles = (left + n_units - 1) // st.ipc - (left - 1) // st.ipc
+                    cpu.retire(s, True, st.ring, n_units, branches, cycles, st.ipc)
+                    ghost.guest_retired(s, st.ring, n_units, branches, cycles, st.ipc)
             elif st.kind == IRET:
                 pass
             # else: the instruction exited; KVM skips it once emulated

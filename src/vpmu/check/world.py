@@ -215,6 +215,10 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         "allowed: " + (f"fixed-counter indices 0 to {nfx - 1}" if nfx else "none (the vCPU has no fixed counters)"),
     )
     lvt = _lvtpc(vt.get("lvtpc", "NMI"), where)
+    if vt.get("version", 2) == 1 and nfx and machine.intel:
+        raise ConfigError(
+            "vcpu.num_fixed", nfx, "allowed: 0 with vcpu.version = 1 (no fixed counters before v2)", where
+        )
     vcpu = VcpuSpec(
         num_gp=ngp,
         num_fixed=nfx,
@@ -222,6 +226,11 @@ def parse_world(data: Mapping[str, Any], where: str, default_name: str = "world"
         deny_events=deny,
         deny_fixed=deny_fixed,
         lvtpc=lvt,
+        # Guest CPUID: version 1-5 (Intel; AMD: 2 PerfMonV2, 1 none), widths up to the host's.
+        version=_int(vt.get("version", 2), "vcpu.version", 1, 5, where),
+        gp_width=_int(vt.get("gp_width", machine.gp_width), "vcpu.gp_width", 2, machine.gp_width, where),
+        fixed_width=_int(vt.get("fixed_width", machine.fixed_width), "vcpu.fixed_width", 2, machine.fixed_width, where),
+        fixed_bitmap=_int(vt.get("fixed_bitmap", 0), "vcpu.fixed_bitmap", 0, 0xFF, where),
     )
 
     vm_t = _table(data, "vm", where)

@@ -53,8 +53,10 @@ from vpmu.errors import Fault, VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw.layout import State
 from vpmu.hw.pmu import Pmu
-from vpmu.kernel.env import Observer, VcpuSpec
+from vpmu.kernel import kvm
+from vpmu.kernel.env import KernelEnv, Observer
 from vpmu.kernel.lang import Instr
+from vpmu.kernel.pmu_filter import PreparedFilter
 
 #: The properties a conformance run judges: what the guest can observe.
 GUEST_PROPERTIES = ("guest-transparency", "guest-pmi-accounting")
@@ -110,6 +112,7 @@ class Tap(Observer):
         self.completed = 0  # guest instructions completed by KVM's emulation or the #GP fixup
         self.matched = 0  # PMIs delivered to the guest that a native CPU raised, since the last check
         self.step = 0
+        self.native_filter: FilteredReference | None = None
         system.isa.probe = self
         system.env.obs = self
 
@@ -130,6 +133,8 @@ class Tap(Observer):
         self.obs.append(Observation(len(self.obs), tag, what, native, virt, self.step, self.vm))
 
     def _native_read(self, s: list[int], kind: str, index: int) -> Outcome:
+        if kind == "rdmsr" and index in kvm.PERFCTR_QUIRK_MSRS and not self.ref.has_msr(index):
+            return 0  # KVM's quirk for an absent K7/P6 counter reads 0: part of the VM's contract
         try:
             return self.ref.rdpmc(s, index) if kind == "rdpmc" else self.ref.rdmsr(s, index)
         except Fault:
@@ -146,7 +151,8 @@ class Tap(Observer):
     def guest_read(self, s: list[int], kind: str, index: int, value: int) -> None:
         native = self._native_read(s, kind, index)
         self._record(self.isa.tag, self._what(kind, index), native, value)
-        self.ghost.guest_read(s, kind, index, value)
+        if not (kind == "rdmsr" and index in kvm.PERFCTR_QUIRK_MSRS and not self.ref.has_msr(index)):
+            self.ghost.guest_read(s, kind, index, value)  # (the quirk's 0 is compared above)
 
     def guest_write(self, s: list[int], msr: int, value: int) -> None:
         native: Outcome = 0
@@ -157,6 +163,8 @@ class Tap(Observer):
                 native = None
             finally:
                 self.ref.log.clear()
+        elif msr not in kvm.PERFCTR_QUIRK_MSRS and self.system.cpu.has_msr(msr):
+            native = None  # a PMU MSR of the host's the guest's CPUID does not enumerate (KVM's quirk aside)
         self.pending = (self.isa.tag, self._what("wrmsr", msr, value), native)
         self.ghost.guest_write(s, msr, value)
 
@@ -169,10 +177,10 @@ class Tap(Observer):
     def wrote(self, s: list[int]) -> None:
         self._complete_write(0)
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
         self.completed += 1
         self._complete_write(0)  # the model's KVM completes every intercepted write
-        self.ghost.guest_emulated(s, cpl)
+        self.ghost.guest_emulated(s, cpl, branches)
 
     def faulted(self, s: list[int], fault: Fault) -> None:
         self.completed += 1
@@ -186,6 +194,10 @@ class Tap(Observer):
         if s[self.ref.pmi_pending]:
             self.matched += 1
         self.ghost.guest_pmi(s)
+
+    def filter_changed(self, s: list[int]) -> None:
+        if self.native_filter is not None:
+            self.native_filter.apply(kvm.current_filter(self.system.env, s))
 
     def irq_check(self, s: list[int], tag: str, count: int) -> None:
         # A native CPU takes a PMI as soon as it is raised: the ones the guest got, plus one
@@ -284,20 +296,36 @@ class VmRun:
     f1: bool = False
 
 
-def filter_reference(ref: Pmu, vcpu: VcpuSpec) -> None:
+class FilteredReference:
     """The native CPU of a VM with an event filter: one whose PMU does not implement the
-    filtered events. A selector for such an event is accepted and reads back, and the
-    counter counts nothing — what KVM's filter shows the guest (§5.5, selftests §8.2).
-    (The checker's reference has no filter, so ``vpmu check`` reports the filter itself
-    as a guest-transparency difference; here the filter is part of the VM's contract.)"""
-    if vcpu.deny_events:
-        deny = set(vcpu.deny_events)
-        ref.events = {k: v for k, v in ref.events.items() if k[0] not in deny}
-    if vcpu.deny_fixed:
-        denied, counts = frozenset(vcpu.deny_fixed), ref.fixed_counts
+    events the filter refuses. A selector for such an event is accepted and reads back, and
+    the counter counts nothing — what KVM's filter shows the guest (§5.5, selftests §8.2).
+    When userspace changes the filter on the running VM (``set_filter``), the native CPU
+    changes with it, at the same instant. (The checker's reference has no filter, so
+    ``vpmu check`` reports a filter as a guest-transparency difference; here the filter is
+    part of the VM's contract.)"""
+
+    def __init__(self, ref: Pmu, env: KernelEnv) -> None:
+        self.ref, self.env = ref, env
+        self.events = dict(ref.events)
+        self.fixed_counts = ref.fixed_counts
+        self.apply(env.filters[0])
+
+    def apply(self, f: PreparedFilter | None) -> None:
+        ref, vendor = self.ref, self.env.cpu.cfg.vendor
+        if f is None:
+            ref.events = dict(self.events)
+            setattr(ref, "fixed_counts", self.fixed_counts)  # noqa: B010 - an instance override
+            return
+        ref.events = {
+            k: v
+            for k, v in self.events.items()
+            if f.gp_allowed((k[0] & 0xFF) | (k[0] & 0xF00) << 24 | k[1] << 8, vendor)
+        }
+        counts = self.fixed_counts
 
         def fixed_counts(s: list[int], j: int, cpl: int) -> str | None:
-            return None if j in denied else counts(s, j, cpl)
+            return counts(s, j, cpl) if f.fixed_allowed(j) else None
 
         setattr(ref, "fixed_counts", fixed_counts)  # noqa: B010 - an instance override, not a method rebind
 
@@ -308,7 +336,7 @@ def world_for(case: Case, vm: Vm) -> WorldSpec:
         machine=case.machine,
         vcpu=vm.vcpu,
         host_events=case.host_events,
-        guest=GuestSpec(vm.program),
+        guest=GuestSpec(vm.program, enable="GP0" if vm.vcpu.num_gp else "0"),
         bounds=Bounds(exits=0, nmis=0, perf_ops=0),
         properties=GUEST_PROPERTIES,
         description=case.title,
@@ -320,8 +348,8 @@ def run_vm(design: str, case: Case, vm: Vm, schedule: Schedule, size: int = 0, m
     """Run one VM of a case under one schedule (``size``: its guest instructions, for random exits)."""
     system = System(get_design(design), world_for(case, vm), GUEST_PROPERTIES)
     system.stop_on_violation = False
-    filter_reference(system.ghost.ref, vm.vcpu)
     tap = Tap(system, vm.label)
+    tap.native_filter = FilteredReference(system.ghost.ref, system.env)
     cpu, ghost = system.cpu, system.ghost
     rnd = random.Random(f"{schedule.seed}/{vm.label}")  # each VM of a case its own draw
     units = 0
@@ -595,7 +623,12 @@ def plan(cases: Sequence[Case], schedules: Sequence[str] | None) -> list[tuple[s
     """(case id, schedule) pairs: the given schedules, or each case's defaults."""
     tasks = []
     for case in cases:
-        names = list(schedules) if schedules else [s.name for s in default_schedules(case_size(case))]
+        if schedules:
+            names = list(schedules)
+        elif case.schedules:
+            names = list(case.schedules)
+        else:
+            names = [s.name for s in default_schedules(case_size(case))]
         tasks += [(case.id, n) for n in names]
     return tasks
 
@@ -633,7 +666,7 @@ def run_tasks(
 # --- the mutation check ---------------------------------------------------------------------
 
 #: The broken designs the suite must catch (the scenarios issue's ablations).
-MUTATIONS = ("no-clear", "no-status-restore", "put-keeps-eventsel", "no-guestonly-amd")
+MUTATIONS = ("no-clear", "no-status-restore", "put-keeps-eventsel", "no-guestonly-amd", "filter-no-reprogram")
 
 
 def mutation_schedules(size: int) -> list[str]:
@@ -661,8 +694,19 @@ MUTATION_VENDORS = {"no-guestonly-amd": ("amd",)}
 
 
 def mutation_tasks(cases: Sequence[Case], design: str) -> list[tuple[str, str]]:
+    """Every case of the design's vendors under its mutation schedules (a case with its own
+    schedule set: those of them without unrelated NMIs)."""
     vendors = MUTATION_VENDORS.get(design, ("intel", "amd"))
-    return [(c.id, s) for c in cases if c.vendor in vendors for s in mutation_schedules(case_size(c))]
+    tasks = []
+    for c in cases:
+        if c.vendor not in vendors:
+            continue
+        if c.schedules:
+            names = [s for s in c.schedules if s != "steps" and not (s.startswith("random:") and "no-nmi" not in s)]
+        else:
+            names = mutation_schedules(case_size(c))
+        tasks += [(c.id, s) for s in names]
+    return tasks
 
 
 def fold_mutation(design: str, runs: Sequence[CaseRun]) -> MutationResult:

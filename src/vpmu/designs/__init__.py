@@ -605,3 +605,38 @@ LEGACY_ABLATIONS = (
 DESIGNS[LEGACY.name] = LEGACY
 for _d in LEGACY_ABLATIONS:
     DESIGNS[_d.name] = _d
+
+
+# --- a broken filter refresh, caught by the running-VM filter flow (vpmu conform --mutations) -----
+
+
+def _handle_exit_filter_no_reprogram(env: KernelEnv) -> Step:
+    """handle_exit, but userspace's KVM_SET_PMU_EVENT_FILTER marks no PMC for reprogramming."""
+    base = next(st for st in kvm.vcpu_enter_guest(env).steps if st.label == "handle_exit")
+    assert base.do is not None
+    base_do, cpu = base.do, env.cpu
+
+    def do(s: list[int]) -> None:
+        if s[cpu.exit_reason] != V.EXIT_IO:
+            base_do(s)
+            return
+        kvm.skip_emulated_instruction(env, s)
+        kvm.set_pmu_event_filter(env, s, s[cpu.exit_qual], mark_all=False)
+
+    return replace(
+        base,
+        text=f"{base.text}; KVM_SET_PMU_EVENT_FILTER raises KVM_REQ_PMU without marking the PMCs",
+        do=do,
+        source="ablation of kvm_vm_ioctl_set_pmu_event_filter() (v7.0 pmu.c: __reprogram_pmi = -1)",
+    )
+
+
+FILTER_NO_REPROGRAM = UPSTREAM.derive(
+    "filter-no-reprogram",
+    "Broken filter refresh: KVM_SET_PMU_EVENT_FILTER raises KVM_REQ_PMU but does not mark every PMC, so "
+    "kvm_pmu_handle_event() refreshes only counters whose controls the guest changed since",
+    [Edit("replace", "vcpu_enter_guest", "handle_exit", step=_handle_exit_filter_no_reprogram)],
+    source="kernel-mediated-pmu.md §5.5, H19; v7.0 pmu.c kvm_vm_ioctl_set_pmu_event_filter()",
+    notes="Only a filter changed on a running VM can show it: a fresh VM's first selector write marks its PMC.",
+)
+DESIGNS[FILTER_NO_REPROGRAM.name] = FILTER_NO_REPROGRAM

@@ -102,9 +102,19 @@ class GuestIsa:
         self.env.obs.guest_read(s, kind, index, value)
         return value
 
-    def exit(self, s: list[int], reason: int, ring: int = 0) -> None:
-        """An instruction that always exits (CPUID, HLT)."""
-        self.cpu.vmexit(s, reason, 0, 0, ring)
+    def exit(self, s: list[int], reason: int, ring: int = 0, qual: int = 0) -> None:
+        """An instruction that always exits (CPUID, HLT; ``qual``: the exit qualification)."""
+        self.cpu.vmexit(s, reason, qual, 0, ring)
+
+    def forced_emulation(self, s: list[int], branch: bool, ring: int = 0) -> None:
+        """KVM_FEP (ud2; .ascii "kvm") before an instruction: #UD is intercepted and KVM's
+        emulator runs the instruction (handle_ud(), kvm.force_emulation_prefix=1)."""
+        self.cpu.vmexit(s, V.EXIT_UD, 1 if branch else 0, 0, ring)
+
+    def ucall(self, s: list[int], arg: int, ring: int = 0) -> None:
+        """A selftest ucall (GUEST_SYNC): port I/O that exits to userspace; ``arg`` says what
+        userspace does before the next KVM_RUN (an index into ``env.filters``)."""
+        self.cpu.vmexit(s, V.EXIT_IO, arg, 0, ring)
 
     def lvtpc_write(self, s: list[int], value: int, ring: int = 0) -> None:
         """x2APIC WRMSR to LVTPC: always intercepted, handled in KVM's slow path (§3.2 step 9)."""

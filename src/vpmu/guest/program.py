@@ -17,13 +17,26 @@ Operations:
 * ``wrmsr MSR VALUE``, ``rdmsr MSR`` (CPL0; a read leaves its value in ``$rax``);
 * ``rdpmc N [ring=0|3]`` (``fixedN`` for fixed counters, or an index expression
   with ``RDPMC_FIXED`` / ``RDPMC_FAST``; ring 3 unless told);
-* ``loop N [ring=0|3] [branches | branch_every=P]`` — N plain instructions
+* ``loop N [ring=0|3] [branches | branch_every=P] [ipc=K]`` — N plain instructions
   (ring 3 unless told), every one a branch, or one branch ending each group of P
   (a loop body: ``loop 10000000 ring=0 branch_every=10`` is a million
-  iterations of nine instructions and a LOOP);
+  iterations of nine instructions and a LOOP), retiring K per core cycle (default 1;
+  what a CMASK threshold above 1 needs to count anything);
 * ``mov VAR VALUE`` — one instruction: a guest variable takes a value;
 * ``cpuid``, ``lvtpc VALUE``, ``tsc_deadline`` (a WRMSR KVM handles in its
-  fastpath), ``hlt``;
+  fastpath), ``hlt`` (the program's last instruction ends it; a literal HLT
+  before that is emulated and counted by KVM, in its fastpath when the H11
+  guard allows, and the guest is woken at once);
+* ``fep [branch] [ring=0|3]`` — one instruction behind KVM's forced-emulation
+  prefix: #UD exits, KVM's emulator runs and counts it (instructions; with
+  ``branch`` also branches: IsBranch instructions count taken or not);
+* ``sync`` — a selftest's GUEST_SYNC: an I/O exit to userspace, which KVM completes
+  and counts, and userspace resumes the vCPU;
+* ``set_filter ACTION [events=E,...] [fixed=BITMAP] [flags=F] [nevents=N]`` — a
+  selftest's GUEST_SYNC (an I/O exit to userspace, which KVM completes and counts)
+  at which userspace issues KVM_SET_PMU_EVENT_FILTER on the running VM
+  (kernel/pmu_filter.py: ACTION allow, deny or a number; the raw 64-bit entries of
+  the uapi; a filter the ioctl refuses leaves the current one in place);
 * ``check_irq VALUE`` (with the counting handler) — how many PMIs the handler took
   since the last check; if any, the deferred part of the handler re-arms LVTPC with VALUE.
 
@@ -51,7 +64,7 @@ from vpmu.errors import VpmuError
 from vpmu.guest.isa import GuestIsa
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
-from vpmu.kernel import kvm
+from vpmu.kernel import kvm, pmu_filter
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import IRET, LOOP, Action, Function, Step
 
@@ -253,7 +266,21 @@ def parse_value(env: KernelEnv, text: str) -> int:
 
 # --- assembling a program -------------------------------------------------------------------
 
-OPS = ("wrmsr", "rdmsr", "rdpmc", "loop", "mov", "cpuid", "lvtpc", "check_irq", "tsc_deadline", "hlt")
+OPS = (
+    "wrmsr",
+    "rdmsr",
+    "rdpmc",
+    "loop",
+    "mov",
+    "cpuid",
+    "lvtpc",
+    "check_irq",
+    "tsc_deadline",
+    "sync",
+    "set_filter",
+    "fep",
+    "hlt",
+)
 DIRECTIVES = (".gp_fixup", ".pmi_handler")
 HANDLERS = ("linux", "count")
 
@@ -283,8 +310,11 @@ def assemble(env: KernelEnv, isa: GuestIsa, name: str, lines: Sequence[str], whe
             steps.extend(_instruction(env, isa, op, words[1:], f"{op}{k}", name, tag))
         except VpmuError as e:
             raise VpmuError(f"{where}[{n}] {raw!r}: {e}") from None
-    if not steps or steps[-1].label.rstrip("0123456789") != "hlt":
-        steps.extend(_instruction(env, isa, "hlt", [], "hlt_end", name, ""))
+    # The program's last HLT ends it (a literal HLT anywhere else); one is added if missing.
+    if steps and steps[-1].label.rstrip("0123456789") == "hlt":
+        steps[-1] = _hlt_step(isa, steps[-1].label, final=True)
+    else:
+        steps.append(_hlt_step(isa, "hlt_end", final=True))
     return Function(name, tuple(steps), doc="The guest's main program.", source="world")
 
 
@@ -306,7 +336,7 @@ def _options(op: str, args: list[str], allowed: tuple[str, ...]) -> tuple[list[s
     opts: dict[str, str] = {}
     for a in args:
         key, eq, val = a.partition("=")
-        if key in allowed and (eq or key == "branches"):
+        if key in allowed and (eq or key in ("branches", "branch")):
             opts[key] = val
         elif eq or a in allowed:
             raise VpmuError(f"unknown {op} option {a!r}; allowed: {', '.join(allowed)}")
@@ -370,7 +400,7 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
 
         return [Step(label, f"rdpmc({pos[0]}){at}", rdpmc, ring=ring)]
     if op == "loop":
-        pos, opts = _options(op, args, ("ring", "branches", "branch_every"))
+        pos, opts = _options(op, args, ("ring", "branches", "branch_every", "ipc"))
         if not pos:
             raise VpmuError("loop takes a count: loop N [ring=0|3] [branches | branch_every=P]")
         if len(pos) > 1:
@@ -391,6 +421,11 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             if period < 1 or n % period:
                 raise VpmuError(f"loop branch_every={opts['branch_every']}: must be a divisor of the count {n}")
             branches = True
+        ipc = 1
+        if "ipc" in opts:
+            ipc = int(opts["ipc"]) if opts["ipc"].isdigit() else 0
+            if not 1 <= ipc <= 8 or n % ipc:
+                raise VpmuError(f"loop ipc={opts['ipc']}: must be 1 to 8 and divide the count {n}")
         slot = env.layout.field(f"guest.{fn}.{label}.left", "guest", init=n, fmt="int")
         if not branches:
             what = ""
@@ -398,6 +433,8 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
             what = " (each a branch)"
         else:
             what = f" ({n // period} iterations of {period}, each ending in a branch)"
+        if ipc > 1:
+            what += f", {ipc} per cycle"
         return [
             Step(
                 label,
@@ -406,6 +443,7 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
                 ring=ring,
                 branch=branches,
                 period=period,
+                ipc=ipc,
                 arg=slot,
             )
         ]
@@ -462,10 +500,55 @@ def _instruction(env: KernelEnv, isa: GuestIsa, op: str, args: list[str], label:
     if op == "tsc_deadline":
         need(0)
         return [Step(label, "wrmsr(MSR_IA32_TSC_DEADLINE, 1)", lambda s: isa.wrmsr(s, kvm.MSR_IA32_TSC_DEADLINE, 1))]
+    if op == "sync":
+        need(0)
+        return [Step(label, f"GUEST_SYNC (userspace runs the vCPU again){at}", lambda s: isa.ucall(s, 0))]
+    if op == "set_filter":
+        idx = _register_filter(env, pmu_filter.parse(args))
+
+        def sync(s: list[int]) -> None:
+            isa.tag = tag
+            isa.ucall(s, idx)
+
+        f = env.filters[idx]
+        what = (
+            f"KVM_SET_PMU_EVENT_FILTER({f.source.describe()})"
+            if f
+            else f"KVM_SET_PMU_EVENT_FILTER({' '.join(args)}): refused"
+        )
+        return [Step(label, f"GUEST_SYNC; userspace: {what}{at}", sync)]
+    if op == "fep":
+        pos, opts = _options(op, args, ("ring", "branch"))
+        if pos:
+            raise VpmuError(f"fep takes no operand, got {pos[0]!r}; allowed: fep [branch] [ring=0|3]")
+        ring, branch = _ring(op, opts, 0), "branch" in opts
+
+        def fep(s: list[int]) -> None:
+            isa.tag = tag
+            isa.forced_emulation(s, branch, ring)
+
+        what = "a branch" if branch else "an instruction"
+        return [Step(label, f"KVM_FEP {what} (#UD exit; KVM emulates and counts it){at}", fep, ring=ring)]
     if op == "hlt":
         need(0)
-        return [Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT))]
+        return [_hlt_step(isa, label, final=False)]
     raise VpmuError(f"unknown guest operation {op!r}; allowed: {', '.join(OPS)}")
+
+
+def _hlt_step(isa: GuestIsa, label: str, final: bool) -> Step:
+    if final:
+        return Step(label, "hlt", lambda s: isa.exit(s, V.EXIT_HLT, qual=kvm.HLT_FINAL))
+    return Step(label, "hlt (literal: KVM emulates and counts it; woken at once)", lambda s: isa.exit(s, V.EXIT_HLT))
+
+
+def _register_filter(env: KernelEnv, f: pmu_filter.EventFilter) -> int:
+    """Add a filter userspace will install (None if the ioctl refuses it); claim the VM's
+    current-filter slot on first use."""
+    vendor = env.cpu.cfg.vendor
+    env.filters.append(None if f.ioctl_error(vendor) else pmu_filter.prepare(f, vendor))
+    if env.filter_slot < 0:
+        env.filter_slot = env.layout.field("kvm.pmu_event_filter", "kvm", init=0, fmt="int")
+    return len(env.filters) - 1
 
 
 def _rdpmc_index(env: KernelEnv, text: str) -> int:

@@ -352,6 +352,7 @@ class Pmu(ABC):
         instructions: int = 1,
         branches: int = 0,
         cycles: int | None = None,
+        ipc: int = 1,
     ) -> None:
         """Retire instructions (one core cycle each) in a mode and ring.
 
@@ -360,7 +361,9 @@ class Pmu(ABC):
         INT, requests one PMI for all simultaneous overflows (F-1.8.4).
         Retiring N at once equals N single retirements as long as no counter
         with INT wraps inside the batch (callers split batches there, see
-        :meth:`units_until_pmi`). ``cycles`` defaults to one per instruction.
+        :meth:`units_until_pmi`). ``cycles`` defaults to one per instruction;
+        ``ipc`` > 1: the instructions come from a loop retiring that many per cycle,
+        and ``cycles`` is the number of its cycles that ended in this batch.
         """
         if cycles is None:
             cycles = instructions
@@ -371,7 +374,7 @@ class Pmu(ABC):
             stream = self.counts(s, i, guest, cpl)
             if stream is None:
                 continue
-            inc = self._apply_cmask(s[self.evtsel + i], amount[stream], cycles)
+            inc = self._apply_cmask(s[self.evtsel + i], amount[stream], cycles, ipc if stream == M.INSTRUCTIONS else 0)
             if not inc:
                 continue
             v = s[self.pmc + i] + inc
@@ -398,19 +401,28 @@ class Pmu(ABC):
                 self.raise_pmi(s)
 
     @staticmethod
-    def _apply_cmask(sel: int, occurrences: int, cycles: int) -> int:
+    def _apply_cmask(sel: int, occurrences: int, cycles: int, per_cycle: int = 0) -> int:
         """CMASK/INV threshold per cycle (F-1.4.1, F-3.3.2).
 
-        Occurrences are spread one per cycle (a cycle-abstract model), so with
-        CMASK=k a cycle qualifies iff its count (0 or 1) is >= k (< k with INV).
+        ``per_cycle`` > 0: every cycle of the batch had exactly that many occurrences
+        (instructions of a loop with ``ipc=K``; a cycle counts in the batch it ends in,
+        so a VM-exit between two instructions of one cycle does not split it).
+        Otherwise occurrences are spread as evenly as possible over the batch's cycles
+        (``q`` or ``q + 1`` each; at most one per cycle when there are more cycles than
+        occurrences). With CMASK=k the cycles that qualify are those whose count is
+        >= k (< k with INV); an emulated instruction (no cycles) is one cycle of 1.
         EDGE is not modelled (docs/fidelity.md).
         """
         cmask = (sel >> 24) & 0xFF
         if not cmask:
             return occurrences
-        if sel & M.EVENTSEL_INV:
-            return cycles - occurrences if cmask <= 1 else cycles
-        return occurrences if cmask <= 1 else 0
+        if per_cycle:
+            at_least = cycles if cmask <= per_cycle else 0
+            return cycles - at_least if sel & M.EVENTSEL_INV else at_least
+        slots = cycles if cycles else occurrences
+        q, r = divmod(occurrences, slots) if slots else (0, 0)
+        at_least = slots if cmask <= q else r if cmask == q + 1 else 0
+        return slots - at_least if sel & M.EVENTSEL_INV else at_least
 
     def units_until_pmi(self, s: list[int], guest: bool, cpl: int, instructions: int, branches: int) -> int | None:
         """How many units of (instructions, branches) retire up to and including
@@ -421,6 +433,8 @@ class Pmu(ABC):
             stream = self.counts(s, i, guest, cpl)
             if stream is None or not s[self.evtsel + i] & M.EVENTSEL_INT:
                 continue
+            # Exact for one instruction per cycle; a CMASK > 1 counter with INT inside an ipc > 1 loop
+            # is not split at its wrap (none of the suites programs one; docs/fidelity.md).
             rate = self._apply_cmask(s[self.evtsel + i], amount[stream], instructions)
             if rate:
                 k = -(-(self.gp_mask + 1 - s[self.pmc + i]) // rate)

@@ -28,6 +28,8 @@ EXIT_APIC_WRITE = 8  # guest LVTPC / APIC register write
 EXIT_HLT = 9
 EXIT_IRQ_WINDOW = 10
 EXIT_EXTINT_HOST = 11  # an external interrupt for the host (e.g. its timer tick), not a PMI
+EXIT_IO = 12  # port I/O (a selftest ucall: KVM_EXIT_IO to userspace)
+EXIT_UD = 13  # #UD intercepted (KVM's forced-emulation prefix: ud2; .ascii "kvm")
 EXIT_NAMES = {
     EXIT_NONE: "none",
     EXIT_NMI: "NMI",
@@ -41,6 +43,8 @@ EXIT_NAMES = {
     EXIT_HLT: "HLT",
     EXIT_IRQ_WINDOW: "interrupt window",
     EXIT_EXTINT_HOST: "host interrupt",
+    EXIT_IO: "I/O",
+    EXIT_UD: "#UD",
 }
 
 
@@ -151,9 +155,12 @@ class Cpu(Apic):
 
     # -- SVM -------------------------------------------------------------------
     def svm_vmrun(self, s: list[int]) -> None:
-        """VMRUN: guest mode, GIF=1; nothing in the PMU is switched (F-5.2, F-5.5)."""
+        """VMRUN: guest mode, GIF=1; nothing in the PMU is switched (F-5.2, F-5.5). With
+        ``vmrun_counts_branch`` VMRUN itself retires as a guest-mode branch (V13)."""
         s[self.mode] = 1
         s[self.gif] = 1
+        if self.cfg.vmrun_counts_branch:
+            self.retire(s, True, s[self.exit_cpl], instructions=0, branches=1, cycles=0)
         s[self.exit_reason] = s[self.exit_qual] = s[self.exit_data] = s[self.exit_cpl] = EXIT_NONE
 
     def svm_vmexit(self, s: list[int], reason: int) -> None:

@@ -19,6 +19,7 @@ from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
 from vpmu.hw.virt import Cpu
+from vpmu.kernel.pmu_filter import PreparedFilter, from_deny_lists
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ class VcpuSpec:
     deny_fixed: tuple[int, ...] = ()
     #: The guest's LVTPC when the world starts (Linux guests use NMI delivery).
     lvtpc: int = M.APIC_DM_NMI
+    #: Guest CPUID: Intel CPUID.0AH:EAX version (0: no architectural PMU; KVM keeps what userspace
+    #: set, kvm_pmu_refresh/intel_pmu_refresh), or on AMD 2 = PerfMonV2 (global registers), 1 = none.
+    version: int = 2
+    #: Guest CPUID counter widths (0: the host's); a narrower width makes KVM intercept RDPMC.
+    gp_width: int = 0
+    fixed_width: int = 0
+    #: CPUID.0AH:ECX fixed-counter bitmap (v5+); v7.0 intel_pmu_refresh() does not read it.
+    fixed_bitmap: int = 0
 
 
 class Observer:
@@ -85,8 +94,11 @@ class Observer:
     def guest_write(self, s: list[int], msr: int, value: int) -> None:
         """A guest WRMSR took architectural effect from the guest's point of view."""
 
-    def guest_emulated(self, s: list[int], cpl: int) -> None:
-        """KVM completed (skipped) an emulated guest instruction at ``cpl``."""
+    def guest_emulated(self, s: list[int], cpl: int, branches: int = 0) -> None:
+        """KVM completed (skipped) an emulated guest instruction at ``cpl`` (a branch: ``branches``)."""
+
+    def filter_changed(self, s: list[int]) -> None:
+        """Userspace installed a new PMU event filter on the VM (KVM_SET_PMU_EVENT_FILTER)."""
 
     def unknown_nmi(self, s: list[int], panic: bool) -> None:
         """No NMI_LOCAL handler claimed an NMI: unknown_nmi_error() ("Uhhuh. NMI received for
@@ -209,6 +221,11 @@ class KernelEnv:
         self.guest_rax = L.field("guest.rax", "guest")
         if self.perf_based:
             self._claim_legacy(L)
+        # The VM's PMU event filters (kvm->arch.pmu_event_filter): [0] the one it starts with (None:
+        # no filter), then those a guest program's set_filter installs on the running VM; the slot
+        # holding the current one is claimed by the first set_filter (-1: the filter never changes).
+        self.filters: list[PreparedFilter | None] = [from_deny_lists(v.deny_events, v.deny_fixed, cfg.vendor)]
+        self.filter_slot = -1
         del cfg
 
     def _claim_legacy(self, L: Layout) -> None:

@@ -15,6 +15,7 @@ from vpmu.hw.virt import Cpu
 from vpmu.kernel import perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Action, Cond, Function, Step
+from vpmu.kernel.pmu_filter import PreparedFilter
 
 #: An MSR whose guest writes KVM handles in the VM-exit fastpath (x2APIC
 #: TSC_DEADLINE, §1.1); the guest uses it to exercise H11.
@@ -34,9 +35,55 @@ def need_any_pmc_intercept(env: KernelEnv) -> bool:
     return env.vcpu.num_gp != cfg.num_gp or env.vcpu.num_fixed != cfg.num_fixed
 
 
+def has_perf_global_ctrl(env: KernelEnv) -> bool:
+    """kvm_pmu_has_perf_global_ctrl(): Intel guest version > 1; AMD PerfMonV2 (guest CPUID)."""
+    if env.cpu.cfg.intel:
+        return env.vcpu.version > 1
+    return env.vcpu.version >= 2 and env.cpu.cfg.pmu_version == "perfmonv2"
+
+
+def need_perf_global_ctrl_intercept(env: KernelEnv) -> bool:
+    """kvm_need_perf_global_ctrl_intercept() (v7.0 pmu.c)."""
+    return need_any_pmc_intercept(env) or not has_perf_global_ctrl(env)
+
+
 def need_rdpmc_intercept(env: KernelEnv) -> bool:
-    """kvm_need_rdpmc_intercept() (widths are the host's in this model)."""
-    return need_any_pmc_intercept(env)
+    """kvm_need_rdpmc_intercept(): counter numbers or widths differ from the host's."""
+    cfg, v = env.cpu.cfg, env.vcpu
+    return (
+        need_any_pmc_intercept(env)
+        or (v.gp_width or cfg.gp_width) != cfg.gp_width
+        or (v.fixed_width or cfg.fixed_width) != cfg.fixed_width
+    )
+
+
+#: MSRs whose accesses KVM drops (writes) or answers 0 (reads) without #GP when the counter is
+#: absent (kvm_set_msr_common()/kvm_get_msr_common(): the K7 and P6 PERFCTR/EVNTSEL quirk).
+PERFCTR_QUIRK_MSRS = frozenset(
+    (
+        *range(M.MSR_K7_EVNTSEL0, M.MSR_K7_EVNTSEL0 + 4),
+        *range(M.MSR_K7_PERFCTR0, M.MSR_K7_PERFCTR0 + 4),
+        *range(M.MSR_IA32_PERFCTR0, M.MSR_IA32_PERFCTR0 + 2),
+        *range(M.MSR_P6_EVNTSEL0, M.MSR_P6_EVNTSEL0 + 2),
+    )
+)
+
+
+def rsvd_write(env: KernelEnv, msr: int, value: int) -> bool:
+    """Does an intercepted write set reserved bits KVM refuses with #GP? (Intel: global_ctrl_rsvd,
+    global_status_rsvd and fixed_ctr_ctrl_rsvd of intel_pmu_refresh(); kvm_pmu_set_msr())."""
+    if not env.cpu.cfg.intel:
+        return False
+    v = env.vcpu
+    counters = ((1 << v.num_gp) - 1) | (((1 << v.num_fixed) - 1) << M.FIXED_IDX_BASE)
+    if msr == M.MSR_CORE_PERF_GLOBAL_CTRL:
+        return bool(value & ~counters)
+    if msr == M.MSR_CORE_PERF_GLOBAL_OVF_CTRL:
+        return bool(value & ~(counters | M.STATUS_OVF_BUF | M.STATUS_COND_CHGD))
+    if msr == M.MSR_CORE_PERF_FIXED_CTR_CTRL:
+        allowed = sum((M.FIXED_OS | M.FIXED_USR | M.FIXED_PMI) << (4 * j) for j in range(v.num_fixed))
+        return bool(value & ~allowed)
+    return False
 
 
 def passthrough_msrs(env: KernelEnv) -> frozenset[int]:
@@ -52,14 +99,14 @@ def passthrough_msrs(env: KernelEnv) -> frozenset[int]:
                 out.add(M.MSR_IA32_PMC0 + i)
         for j in range(v.num_fixed):
             out.add(M.MSR_CORE_PERF_FIXED_CTR0 + j)
-        if not need_any_pmc_intercept(env):
+        if not need_perf_global_ctrl_intercept(env):
             out |= {M.MSR_CORE_PERF_GLOBAL_STATUS, M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
     else:
         for i in range(v.num_gp):
             if i < 4:
                 out.add(M.MSR_K7_PERFCTR0 + i)
             out.add(M.MSR_F15H_PERF_CTR0 + 2 * i)
-        if not need_any_pmc_intercept(env):
+        if not need_perf_global_ctrl_intercept(env):
             out |= {
                 M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS,
                 M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
@@ -80,12 +127,39 @@ def eventsel_hw_for(env: KernelEnv, value: int) -> int:
     return value
 
 
-def event_allowed(env: KernelEnv, sel: int) -> bool:
-    """pmc_is_event_allowed() for a GP selector: the VM's deny list (§5.5)."""
-    event = sel & 0xFF
-    if env.cpu.cfg.amd:
-        event |= (sel >> 24) & 0xF00
-    return event not in env.vcpu.deny_events
+def current_filter(env: KernelEnv, s: list[int]) -> PreparedFilter | None:
+    """kvm->arch.pmu_event_filter: the VM's filter now (None: no filter)."""
+    return env.filters[s[env.filter_slot] if env.filter_slot >= 0 else 0]
+
+
+def event_allowed(env: KernelEnv, sel: int, s: list[int]) -> bool:
+    """pmc_is_event_allowed() for a GP selector (§5.5; kernel/pmu_filter.py)."""
+    f = current_filter(env, s)
+    return f is None or f.gp_allowed(sel, env.cpu.cfg.vendor)
+
+
+def fixed_allowed(env: KernelEnv, j: int, s: list[int]) -> bool:
+    """pmc_is_event_allowed() for fixed counter ``j``: the filter's fixed-counter bitmap."""
+    f = current_filter(env, s)
+    return f is None or f.fixed_allowed(j)
+
+
+def set_pmu_event_filter(env: KernelEnv, s: list[int], idx: int, mark_all: bool = True) -> None:
+    """kvm_vm_ioctl_set_pmu_event_filter() (v7.0 pmu.c), issued by userspace between two KVM_RUNs:
+    a filter the checks refuse changes nothing; an accepted one replaces the VM's filter, every
+    vCPU's __reprogram_pmi is set to all ones and KVM_REQ_PMU is raised, so the next entry's
+    kvm_pmu_handle_event() refreshes every PMC's hardware controls (§5.5).
+    ``mark_all=False`` is the broken refresh of design ``filter-no-reprogram``."""
+    if idx == 0:  # a ucall after which userspace sets no filter
+        return
+    f = env.filters[idx]
+    if f is None:  # refused by the ioctl (pmu_filter.EventFilter.ioctl_error)
+        return
+    s[env.filter_slot] = idx
+    env.obs.filter_changed(s)
+    if mark_all:
+        s[env.reprogram_pmi] = env.cpu.counter_bits  # all ones, as far as the model has PMCs
+    s[env.req_pmu] = 1
 
 
 def request_counter_reprogram(env: KernelEnv, s: list[int], idx: int) -> None:
@@ -113,7 +187,7 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
             continue
         sel = s[env.pmc_eventsel + i]
         hw = s[env.pmc_eventsel_hw + i] & ~M.EVENTSEL_EN
-        if event_allowed(env, sel):
+        if event_allowed(env, sel, s):
             hw |= sel & M.EVENTSEL_EN
         s[env.pmc_eventsel_hw + i] = hw
     for j in range(env.vcpu.num_fixed):
@@ -121,37 +195,39 @@ def refresh_event_filter(env: KernelEnv, s: list[int]) -> None:
             continue
         mask = 0xF << (4 * j)
         hw = s[env.fixed_ctr_ctrl_hw] & ~mask
-        if j not in env.vcpu.deny_fixed:
+        if fixed_allowed(env, j, s):
             hw |= s[env.fixed_ctr_ctrl] & mask
         s[env.fixed_ctr_ctrl_hw] = hw
 
 
-def _is_instructions(env: KernelEnv, sel: int) -> bool:
-    """pmc_is_event_match(pmc, INSTRUCTIONS_RETIRED): event select and unit mask (AMD: with
-    EventSelect[11:8] in bits 35:32) equal the architectural instructions event."""
+def _is_instructions(env: KernelEnv, sel: int, stream: str = M.INSTRUCTIONS) -> bool:
+    """pmc_is_event_match(pmc, INSTRUCTIONS_RETIRED) (or BRANCH_INSTRUCTIONS_RETIRED): event
+    select and unit mask (AMD: with EventSelect[11:8] in bits 35:32) equal the architectural
+    event; the other selector bits (CMASK, INV, EDGE) are not looked at."""
     vendor = "intel" if env.cpu.cfg.intel else "amd"
-    code = M.EVENT_ENCODINGS[vendor][M.INSTRUCTIONS]
+    code = M.EVENT_ENCODINGS[vendor][stream]
     match = 0xFFFF | (0xF << 32 if env.cpu.cfg.amd else 0)
     return sel & match == code
 
 
-def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
-    """kvm_pmu_instruction_retired() -> kvm_pmu_incr_counter() for the mediated PMU (§5.6).
+def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int, stream: str = M.INSTRUCTIONS) -> None:
+    """kvm_pmu_instruction_retired() (kvm_pmu_branch_retired() for ``stream`` BRANCHES) ->
+    kvm_pmu_trigger_event() -> kvm_pmu_incr_counter() for the mediated PMU (§5.6).
 
     Every PMC that is locally enabled, globally enabled in pmu->global_ctrl,
-    counts instructions at this CPL and is allowed by the filter advances by
+    counts the event at this CPL and is allowed by the filter advances by
     one in pmc->counter; a wrap sets the bit in pmu->global_status and, with
-    the PMI enabled, raises KVM_REQ_PMI.
+    the PMI enabled, raises KVM_REQ_PMI. Fixed counter 0 counts instructions.
     """
     gctrl = s[env.pmu_global_ctrl]
     mask = env.cpu.gp_mask  # the guest's width is the host's (§5.1)
     for i in range(env.vcpu.num_gp):
         sel = s[env.pmc_eventsel + i]
-        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or not _is_instructions(env, sel):
+        if not sel & M.EVENTSEL_EN or not (gctrl >> i) & 1 or not _is_instructions(env, sel, stream):
             continue
         if not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             continue
-        if not event_allowed(env, sel):
+        if not event_allowed(env, sel, s):
             continue
         v = (s[env.pmc_counter + i] + 1) & mask
         s[env.pmc_counter + i] = v
@@ -159,7 +235,7 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
             s[env.pmu_global_status] |= 1 << i
             if sel & M.EVENTSEL_INT:
                 s[env.req_pmi] = 1
-    if env.vcpu.num_fixed and 0 not in env.vcpu.deny_fixed:
+    if stream == M.INSTRUCTIONS and env.vcpu.num_fixed and fixed_allowed(env, 0, s):
         nib = s[env.fixed_ctr_ctrl] & 0xF
         if nib & (M.FIXED_OS if cpl == 0 else M.FIXED_USR) and (gctrl >> M.FIXED_IDX_BASE) & 1:
             v = (s[env.fixed_counter] + 1) & env.cpu.fixed_mask
@@ -180,12 +256,17 @@ def counting_instructions_enabled(env: KernelEnv, s: list[int]) -> bool:
     return bool(env.vcpu.num_fixed and s[env.fixed_ctr_ctrl] & 0x3 and (gctrl >> M.FIXED_IDX_BASE) & 1)
 
 
-def skip_emulated_instruction(env: KernelEnv, s: list[int]) -> None:
-    """kvm_skip_emulated_instruction(): advance the guest RIP, count the instruction."""
+def skip_emulated_instruction(env: KernelEnv, s: list[int], branch: bool = False) -> None:
+    """kvm_skip_emulated_instruction(): advance the guest RIP, count the instruction.
+    ``branch``: x86_emulate_instruction() completed an instruction the emulator marks
+    IsBranch (Jcc, LOOP, CALL, ...; taken or not), which kvm_pmu_branch_retired() also counts."""
     rip = env.guest_irq_rip if s[env.guest_irq_rip] >= 0 else env.guest_rip
     s[rip] += 1
-    env.obs.guest_emulated(s, s[env.cpu.exit_cpl])
-    kvm_pmu_incr_counter(env, s, s[env.cpu.exit_cpl])
+    cpl = s[env.cpu.exit_cpl]
+    env.obs.guest_emulated(s, cpl, 1 if branch else 0)
+    kvm_pmu_incr_counter(env, s, cpl)
+    if branch:
+        kvm_pmu_incr_counter(env, s, cpl, M.BRANCHES)
 
 
 def kvm_pmu_msr_valid(env: KernelEnv, msr: int, write: bool) -> bool:
@@ -204,13 +285,14 @@ def kvm_pmu_msr_valid(env: KernelEnv, msr: int, write: bool) -> bool:
             valid |= {M.MSR_K7_EVNTSEL0 + i, M.MSR_K7_PERFCTR0 + i}
     valid |= {env.FIXED_COUNTER(j) for j in range(v.num_fixed)}
     if cfg.intel:
-        if v.num_fixed:
+        if v.version >= 2:  # intel_is_valid_msr(): FIXED_CTR_CTRL with v2+ (zero fixed counters too)
             valid.add(M.MSR_CORE_PERF_FIXED_CTR_CTRL)
         # The guest is shown PMU v2 (§2.1): no STATUS_SET; GLOBAL_STATUS is read-only.
-        valid |= {M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
-        if not write:
-            valid.add(M.MSR_CORE_PERF_GLOBAL_STATUS)
-    elif cfg.pmu_version == "perfmonv2":
+        if has_perf_global_ctrl(env):
+            valid |= {M.MSR_CORE_PERF_GLOBAL_CTRL, M.MSR_CORE_PERF_GLOBAL_OVF_CTRL}
+            if not write:
+                valid.add(M.MSR_CORE_PERF_GLOBAL_STATUS)
+    elif has_perf_global_ctrl(env):
         valid |= {
             M.MSR_AMD64_PERF_CNTR_GLOBAL_CTL,
             M.MSR_AMD64_PERF_CNTR_GLOBAL_STATUS_CLR,
@@ -660,6 +742,10 @@ def kvm_pmu_put_guest_pmcs(env: KernelEnv) -> Function:
 #: fastpath handler handled it and asks to re-enter the guest.
 EXIT_FASTPATH_NONE = 0
 EXIT_FASTPATH_REENTER_GUEST = 1
+EXIT_FASTPATH_EXIT_HANDLED = 2
+#: exit qualification of the guest's last HLT (the end of its program); any other HLT is a
+#: literal HLT the guest wakes from (guest/program.py).
+HLT_FINAL = 1
 
 
 def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
@@ -667,11 +753,13 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
 
     It runs right after the VM-exit, before the inner run loop looks at
     pending requests: a preemption-timer exit is handled (nothing to emulate);
-    a WRMSR to TSC_DEADLINE is handled, i.e. the instruction is skipped and
-    counted, only when kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44,
-    §5.6, H11), else the handler returns EXIT_FASTPATH_NONE and the exit goes
-    to the slow path after put. A handled exit sets ``exit_fastpath`` to
-    EXIT_FASTPATH_REENTER_GUEST; :func:`exit_request_step` then decides between
+    a WRMSR to TSC_DEADLINE or a literal HLT (handle_fastpath_hlt()) is
+    handled, i.e. the instruction is skipped and counted, only when
+    kvm_pmu_is_fastpath_emulation_allowed() (v6 28/44, §5.6, H11), else the
+    handler returns EXIT_FASTPATH_NONE and the exit goes to the slow path after
+    put. A handled HLT halts the vCPU (EXIT_FASTPATH_EXIT_HANDLED: break out to
+    put; an interrupt the model does not show wakes it at once). Another
+    handled exit sets ``exit_fastpath`` to EXIT_FASTPATH_REENTER_GUEST; :func:`exit_request_step` then decides between
     re-entering and breaking out. ``guard=False`` is the design before v6 28/44.
     """
     cpu, ef = env.cpu, env.exit_fastpath
@@ -683,12 +771,16 @@ def fastpath_step(env: KernelEnv, guard: bool = True) -> Step:
             return True
         if reason == V.EXIT_WRMSR and s[cpu.exit_qual] == MSR_IA32_TSC_DEADLINE:
             return not guard or not counting_instructions_enabled(env, s)
+        if reason == V.EXIT_HLT and s[cpu.exit_qual] != HLT_FINAL:  # handle_fastpath_hlt() (v7.0 x86.c)
+            return not guard or not counting_instructions_enabled(env, s)
         return False
 
     def handle(s: list[int]) -> None:
-        if s[cpu.exit_reason] == V.EXIT_WRMSR:
+        reason = s[cpu.exit_reason]
+        if reason in (V.EXIT_WRMSR, V.EXIT_HLT):
             skip_emulated_instruction(env, s)
-        s[ef] = EXIT_FASTPATH_REENTER_GUEST
+        # kvm_emulate_halt() halts the vCPU: not kvm_vcpu_running(), so EXIT_FASTPATH_EXIT_HANDLED.
+        s[ef] = EXIT_FASTPATH_EXIT_HANDLED if reason == V.EXIT_HLT else EXIT_FASTPATH_REENTER_GUEST
 
     cond = "fastpath exit"
     if guard:
@@ -732,7 +824,7 @@ def exit_request_step(env: KernelEnv) -> Step:
 
 def vcpu_enter_guest(env: KernelEnv) -> Function:
     cpu, cfg = env.cpu, env.cpu.cfg
-    intercepted_gc = need_any_pmc_intercept(env)
+    intercepted_gc = need_perf_global_ctrl_intercept(env)
 
     def handle_event(s: list[int]) -> None:
         s[env.req_pmu] = 0
@@ -776,8 +868,19 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
 
     def handle_exit(s: list[int]) -> None:
         reason, qual, data = s[cpu.exit_reason], s[cpu.exit_qual], s[cpu.exit_data]
-        if reason in (V.EXIT_WRMSR, V.EXIT_RDMSR) and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR):
+        if (
+            reason in (V.EXIT_WRMSR, V.EXIT_RDMSR)
+            and qual in PERFCTR_QUIRK_MSRS
+            and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR)
+        ):  # an absent K7/P6 counter: the write is dropped, a read returns 0, no #GP
+            if reason == V.EXIT_RDMSR:
+                s[env.guest_rax] = 0
+                env.obs.guest_read(s, "rdmsr", qual, 0)
+            skip_emulated_instruction(env, s)
+        elif reason in (V.EXIT_WRMSR, V.EXIT_RDMSR) and not kvm_pmu_msr_valid(env, qual, reason == V.EXIT_WRMSR):
             env.inject_gp(s, f"{'WRMSR' if reason == V.EXIT_WRMSR else 'RDMSR'} {qual:#x}: not a vCPU MSR")
+        elif reason == V.EXIT_WRMSR and rsvd_write(env, qual, data):
+            env.inject_gp(s, f"WRMSR {qual:#x} <- {data:#x}: reserved bits")
         elif reason == V.EXIT_WRMSR:
             emulated_wrmsr(env, s, qual, data)
             skip_emulated_instruction(env, s)
@@ -792,13 +895,26 @@ def vcpu_enter_guest(env: KernelEnv) -> Function:
                 env.inject_gp(s, f"RDPMC {qual:#x}: no such counter")
                 return
             value = s[env.fixed_counter + idx] if qual & M.RDPMC_FIXED else s[env.pmc_counter + idx]
+            width = (
+                (env.vcpu.fixed_width or cfg.fixed_width)
+                if qual & M.RDPMC_FIXED
+                else (env.vcpu.gp_width or cfg.gp_width)
+            )
+            value &= (1 << width) - 1  # kvm_pmu_rdpmc(): pmc_read_counter() & counter_bitmask
             s[env.guest_rax] = value
             env.obs.guest_read(s, "rdpmc", qual, value)
             skip_emulated_instruction(env, s)
         elif reason == V.EXIT_CPUID:
             skip_emulated_instruction(env, s)
-        elif reason == V.EXIT_HLT:
+        elif reason == V.EXIT_HLT and qual == HLT_FINAL:
             s[env.guest_done] = 1
+        elif reason == V.EXIT_HLT:  # kvm_emulate_halt(): skip and count, halt until an interrupt
+            skip_emulated_instruction(env, s)
+        elif reason == V.EXIT_UD:  # handle_ud(): the forced-emulation prefix; x86_emulate_instruction()
+            skip_emulated_instruction(env, s, branch=bool(qual))
+        elif reason == V.EXIT_IO:  # a ucall: KVM completes the I/O instruction, userspace runs
+            skip_emulated_instruction(env, s)
+            set_pmu_event_filter(env, s, qual)
 
     steps = [
         Step(

@@ -91,12 +91,12 @@ def _enabled(env: KernelEnv, s: list[int], k: int, filter: bool = True) -> tuple
     if j < 0:
         sel = s[env.pmc_eventsel + k]
         local = bool(sel & M.EVENTSEL_EN)
-        allowed = kvm.event_allowed(env, sel)
+        allowed = kvm.event_allowed(env, sel, s)
         config, intr = sel, bool(sel & M.EVENTSEL_INT)
     else:
         nib = (s[env.fixed_ctr_ctrl] >> (4 * j)) & 0xF
         local = bool(nib & (M.FIXED_OS | M.FIXED_USR))
-        allowed = j not in env.vcpu.deny_fixed
+        allowed = kvm.fixed_allowed(env, j, s)
         config, intr = nib, bool(nib & M.FIXED_PMI)
     return glob and local and (allowed or not filter), config, intr
 
@@ -235,11 +235,11 @@ def kvm_pmu_incr_counter(env: KernelEnv, s: list[int], cpl: int) -> None:
         sel = s[env.pmc_eventsel + i]
         if not sel & M.EVENTSEL_EN or not (glob >> i) & 1 or not kvm._is_instructions(env, sel):
             continue
-        if sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR) and kvm.event_allowed(env, sel):
+        if sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR) and kvm.event_allowed(env, sel, s):
             P.note("emulated-count")
             s[env.lpmc_emulated + i] += 1
             kvm.request_counter_reprogram(env, s, i)
-    fixed0 = env.vcpu.num_fixed and 0 not in env.vcpu.deny_fixed and (glob >> M.FIXED_IDX_BASE) & 1
+    fixed0 = env.vcpu.num_fixed and kvm.fixed_allowed(env, 0, s) and (glob >> M.FIXED_IDX_BASE) & 1
     if fixed0 and s[env.fixed_ctr_ctrl] & (M.FIXED_OS if cpl == 0 else M.FIXED_USR):
         P.note("emulated-count")
         s[env.lpmc_emulated + env.vcpu.num_gp] += 1

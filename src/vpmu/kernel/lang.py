@@ -62,6 +62,8 @@ class Step:
     #: LOOP with ``branch``: one instruction in every ``period`` is a branch (the last of each
     #: group, like the LOOP at the end of a loop body); 1: every instruction is a branch.
     period: int = 1
+    #: LOOP: instructions retired per core cycle (the workload's IPC; 1 unless a program says so).
+    ipc: int = 1
 
     def listing(self) -> str:
         """The step as a line of kernel-like code: ``if (cond) text; goto label``.

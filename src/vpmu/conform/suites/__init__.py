@@ -132,6 +132,8 @@ class Case:
     sweep: tuple[Vm, ...] = ()
     #: How the re-expression differs from the original, and why.
     notes: tuple[str, ...] = ()
+    #: The schedules ``vpmu conform`` runs by default; empty: the runner's defaults by size.
+    schedules: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -140,12 +142,13 @@ class Case:
 
 @dataclass(frozen=True)
 class Omission:
-    """A public case (or part) that is not run: ``n/a`` for the vendor, or not expressible."""
+    """A public case (or part) that is not run: ``n/a`` for the vendor, not expressible, or
+    expressible and left out of the default run for time (``not run``, with what stands for it)."""
 
     suite: str
     name: str
     vendor: str  # "intel", "amd" or "both"
-    kind: str  # "n/a" or "not expressible"
+    kind: str  # "n/a", "not expressible", or "not run" (expressible, left out for time)
     reason: str
 
 

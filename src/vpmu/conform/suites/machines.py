@@ -31,13 +31,24 @@ HOST_PERIOD = 97
 HOST_EVENTS = (HostEvent("host_cycles", M.CYCLES, exclude_guest=True, pinned=True, period=HOST_PERIOD, counter=0),)
 
 
-def vcpu(vendor: str, deny_events: tuple[int, ...] = (), deny_fixed: tuple[int, ...] = ()) -> VcpuSpec:
-    """The vCPU: the host's counters (nothing intercepted but selectors and FIXED_CTR_CTRL)."""
+def vcpu(
+    vendor: str,
+    deny_events: tuple[int, ...] = (),
+    deny_fixed: tuple[int, ...] = (),
+    num_gp: int = -1,
+    num_fixed: int = -1,
+    version: int = 2,
+    fixed_bitmap: int = 0,
+) -> VcpuSpec:
+    """The vCPU: by default the host's counters at version 2 (nothing intercepted but selectors
+    and FIXED_CTR_CTRL); the CPUID matrix cases give fewer counters or another version."""
     m = MACHINES[vendor]
     return VcpuSpec(
-        num_gp=m.num_gp,
-        num_fixed=m.num_fixed,
+        num_gp=m.num_gp if num_gp < 0 else num_gp,
+        num_fixed=m.num_fixed if num_fixed < 0 else num_fixed,
         intel_compatible=m.intel,
         deny_events=deny_events,
         deny_fixed=deny_fixed,
+        version=version,
+        fixed_bitmap=fixed_bitmap,
     )
