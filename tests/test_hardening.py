@@ -168,7 +168,7 @@ def test_itf_vars_that_are_not_strings(capsys: pytest.CaptureFixture[str], tmp_p
 
 @pytest.mark.parametrize(
     ("function", "kind"),
-    [("vcpu_run", "end"), ("perf_event_nmi_handler", "iret"), ("kvm_handle_guest_mediated_pmi", "iret")],
+    [("vcpu_run", "end"), ("default_do_nmi", "iret"), ("kvm_handle_guest_mediated_pmi", "iret")],
 )
 def test_design_deleting_every_step_of_an_entry(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, function: str, kind: str
@@ -442,6 +442,7 @@ def test_worlds_md_is_generated_from_the_schema() -> None:
 EVERY_KEY = """\
 name = "every"
 description = "every key of the world format"
+cpus = 1
 [machine]
 vendor = "intel"
 num_gp = 2
@@ -453,6 +454,10 @@ intel_compatible = true
 deny_events = [0xC0]
 deny_fixed = [0]
 lvtpc = "NMI"
+version = 2
+gp_width = 4
+fixed_width = 48
+fixed_bitmap = 0
 [[host_event]]
 name = "cycles"
 event = "cycles"
@@ -461,6 +466,8 @@ pinned = false
 period = 7
 counter = 1
 opened = false
+cpu = 0
+close = false
 [guest]
 program = ["loop 1", "hlt"]
 ack = "mid"
@@ -472,8 +479,11 @@ exit_reasons = ["timer"]
 nmis = 0
 perf_ops = 1
 max_depth = 50
+migrations = 0
 [check]
 properties = ["no-warn"]
+[vm]
+lifecycle = false
 """
 
 
@@ -487,7 +497,7 @@ def test_schema_and_validator_agree(tmp_path: Path) -> None:
 
     assert set(keys_of("machine")) == set(MachineConfig.__dataclass_fields__)
     every = parse_toml(EVERY_KEY, "every")
-    for table in ("", "vcpu", "host_event", "guest", "bounds", "check"):
+    for table in ("", "vcpu", "host_event", "guest", "bounds", "check", "vm"):
         t = every if not table else every["host_event"][0] if table == "host_event" else every[table]
         assert set(t) == set(keys_of(table)), table  # EVERY_KEY uses every key of the schema ...
     parse_world(every, "every")  # ... and the validator accepts them all
@@ -497,6 +507,8 @@ def test_schema_and_validator_agree(tmp_path: Path) -> None:
         for v, ok in ((k.lo, True), (k.hi, True), (k.lo - 1, False), (k.hi + 1, False)):
             data = parse_toml(TINY, "t")
             data["bounds"] = {k.name: v}
+            if k.name == "migrations":  # migrations need a second pCPU
+                data["cpus"] = 2
             if ok:
                 parse_world(data, "t")
             else:
