@@ -15,6 +15,7 @@ import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from vpmu.check.explore import check
 from vpmu.check.system import System
@@ -59,13 +60,21 @@ def _run(args: tuple[Design, Mutation, WorldSpec, int | None]) -> Outcome:
 
 
 def ablate(
-    design: Design, function: str, worlds: list[WorldSpec], max_states: int | None = None, jobs: int = 0
+    design: Design,
+    function: str,
+    worlds: list[WorldSpec],
+    max_states: int | None = None,
+    jobs: int = 0,
+    executor: Any = None,
 ) -> list[Outcome]:
-    """Check every mutation of ``function`` on every world; one Outcome per (mutation, world)."""
+    """Check every mutation of ``function`` on every world; one Outcome per (mutation, world).
+    ``executor`` (vpmu.check.executor): where the checks run instead of ``jobs`` local processes."""
     tasks = []
     for world in worlds:
         for mut in mutations(design, function, world):
             tasks.append((design, mut, world, max_states))
+    if executor is not None:
+        return list(executor.map(_run, tasks))
     jobs = jobs or (os.cpu_count() or 1)
     if jobs > 1 and len(tasks) > 1 and _picklable(design):
         with ProcessPoolExecutor(max_workers=jobs) as pool:

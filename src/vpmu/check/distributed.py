@@ -228,7 +228,8 @@ class Partition:
 class Group(Protocol):
     """The partitions of one search, wherever they run."""
 
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def seed(self) -> list[tuple[bool, bool]]: ...
     def step(self, ids: list[list[int]] | None) -> list[Merged]: ...
@@ -285,6 +286,14 @@ def local_group(system: Callable[[], Explorable] | SystemSpec, count: int, finge
     return LocalGroup([Partition(k, count, system, fingerprint) for k in range(count)])
 
 
+def partition_group(executor: Any, spec: SystemSpec, count: int, fingerprint: bool) -> Group:
+    """The partitions of one search on ``executor``: Ray actors, or in this process (no Ray)."""
+    if hasattr(executor, "partitions"):
+        group: Group = executor.partitions(spec, count, fingerprint)
+        return group
+    return local_group(spec, count, fingerprint)
+
+
 class RayGroup:
     """Partitions as Ray actors; candidate batches go from actor to actor through Ray's object
     store (the driver passes references, never the states)."""
@@ -301,10 +310,14 @@ class RayGroup:
 
     def step(self, ids: list[list[int]] | None) -> list[Merged]:
         n = self.size
-        outs = [a.expand.options(num_returns=n).remote(None if ids is None else ids[j]) for j, a in enumerate(self.actors)]
+        outs = [
+            a.expand.options(num_returns=n).remote(None if ids is None else ids[j]) for j, a in enumerate(self.actors)
+        ]
         if n == 1:
             outs = [[o] for o in outs]
-        return list(self.ray.get([a.merge.remote(None, *[outs[j][k] for j in range(n)]) for k, a in enumerate(self.actors)]))
+        # Each owner gets references to its batches; Ray moves them from actor to actor.
+        merging = [a.merge.remote(None, *[outs[j][k] for j in range(n)]) for k, a in enumerate(self.actors)]
+        return list(self.ray.get(merging))
 
     def remerge(self, bound: int) -> list[Merged]:
         return list(self.ray.get([a.merge.remote(bound) for a in self.actors]))
@@ -316,7 +329,8 @@ class RayGroup:
         return any(self.ray.get([a.has_moves.remote() for a in self.actors]))
 
     def parent_of(self, owner: int, gid: int) -> tuple[int, int, tuple[int, int]]:
-        return tuple(self.ray.get(self.actors[owner].parent_of.remote(gid)))  # type: ignore[return-value]
+        pid, powner, m = self.ray.get(self.actors[owner].parent_of.remote(gid))
+        return pid, powner, m
 
     def close(self) -> None:
         for a in self.actors:
@@ -390,7 +404,7 @@ def check_partitioned(
                 last = (stats.states - 1, k)
             if found:
                 group.commit(ids)  # the parents of the violating states, for the trace
-                sw, key, i, k = min(found)
+                _, _, i, k = min(found)
                 target = (ids[k][i], k)
             frontier = new - len(found)
             if reason:

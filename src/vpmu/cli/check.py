@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from vpmu.cli.common import RAW, add_design_world_args, design_from_args, worlds_from_args
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.errors import VpmuError
 
 
@@ -55,22 +56,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise VpmuError(f"--max-states = {args.max_states} is not allowed; allowed: an integer >= 1")
     design = design_from_args(args)
     worlds = worlds_from_args(args)
+    executor = executor_from_args(args)
+    props = tuple(args.property) if args.property else None
+    # --executor: each world is one run on the executor (or, with --partitions, one search split over it).
+    ran = None if executor is None or args.partitions else _check_runs(executor, design, worlds, props, args)
     st = Style(use_color(sys.stdout))
     rows = []
     out_json: list[dict[str, Any]] = []
     status = 0
-    for world in worlds:
-        props = tuple(args.property) if args.property else None
+    for i, world in enumerate(worlds):
         system = System(design, world, props)
         tty = sys.stderr.isatty() and not args.json
-        result = check(
-            system,
-            max_states=args.max_states,
-            progress=progress_printer() if tty else None,
-            fingerprint=args.fingerprint,
-        )
+        if ran is not None:
+            result = ran[i]
+        elif args.partitions:
+            result = _partitioned(executor, system, args, progress_printer() if tty else None)
+        else:
+            result = check(
+                system,
+                max_states=args.max_states,
+                progress=progress_printer() if tty else None,
+                fingerprint=args.fingerprint,
+            )
         if tty:
             sys.stderr.write("\r" + " " * 90 + "\r")
+        if executor is not None and i == len(worlds) - 1:
+            executor.close()
         rows.append((design.name, world.name, world.machine.vendor, result))
         if result.verdict == "violated":
             status = 1
@@ -94,12 +105,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
+def _check_runs(executor: Any, design: Any, worlds: list[Any], props: Any, args: argparse.Namespace) -> list[Any]:
+    from vpmu.check.runs import CheckRun, check_run
+
+    runs = [CheckRun(design, w, props, args.max_states, args.fingerprint) for w in worlds]
+    try:
+        return list(executor.map(check_run, runs))
+    finally:
+        executor.close()
+
+
+def _partitioned(executor: Any, system: Any, args: argparse.Namespace, progress: Any) -> Any:
+    from vpmu.check.distributed import SystemSpec, check_partitioned, partition_group
+
+    spec = SystemSpec(system.design, system.world, system.props)
+    group = partition_group(executor, spec, args.partitions, args.fingerprint)
+    try:
+        return check_partitioned(
+            system,
+            group,
+            max_depth=system.world.bounds.max_depth,
+            max_states=args.max_states,
+            progress=progress,
+            fingerprint=args.fingerprint,
+        )
+    finally:
+        group.close()
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from vpmu.check.ablate import ablate
 
     design = design_from_args(args)
     worlds = worlds_from_args(args)
-    outcomes = ablate(design, args.function, worlds, max_states=args.max_states, jobs=args.jobs)
+    executor = executor_from_args(args)
+    try:
+        outcomes = ablate(design, args.function, worlds, max_states=args.max_states, jobs=args.jobs, executor=executor)
+    finally:
+        if executor is not None:
+            executor.close()
     print(f"ablation of {design.name}:{args.function} on {', '.join(w.name for w in worlds)}")
     print(f"{'mutation':<58} {'world':<16} {'verdict':<10} {'property':<32} {'trace':>5}")
     baseline = {o.world: o for o in outcomes if o.mutation.startswith("(none")}
@@ -146,6 +190,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--html", metavar="OUT", help="write the first counterexample as an HTML timeline (vpmu trace render)"
     )
+    add_executor_args(p, jobs=False, partitions=True)
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser(
@@ -161,5 +206,5 @@ def register(sub: Any) -> None:
     add_design_world_args(p)
     p.add_argument("--function", required=True, help="the function to mutate (vpmu show DESIGN lists them)")
     p.add_argument("--max-states", type=int, metavar="N", help="stop each check after N states (incomplete)")
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    add_executor_args(p)
     p.set_defaults(handler=cmd_ablate)
