@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "vpmu.cli.trace",
     "vpmu.cli.conform",
     "vpmu.cli.completion",
+    "vpmu.cli.sweep",
 )
 
 
