@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.errors import VpmuError
 
 if TYPE_CHECKING:
@@ -196,7 +197,6 @@ def _result_json(r: CaseRun) -> dict[str, Any]:
 
 
 def cmd_conform(args: argparse.Namespace) -> int:
-    from vpmu.conform import runner as C
     from vpmu.report.text import Style, use_color
 
     st = Style(use_color(sys.stdout))
@@ -205,8 +205,19 @@ def cmd_conform(args: argparse.Namespace) -> int:
     design = _design(args.design)
     cases = _select(args)
     jobs = args.jobs or os.cpu_count() or 1
-    if args.mutations:
-        return _mutations(args, cases, jobs, st)
+    executor = executor_from_args(args)
+    try:
+        if args.mutations:
+            return _mutations(args, cases, jobs, st, executor)
+        return _conform(args, design, cases, jobs, st, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _conform(args: argparse.Namespace, design: str, cases: Sequence[Case], jobs: int, st: Any, executor: Any) -> int:
+    from vpmu.conform import runner as C
+
     t0 = time.perf_counter()
     tasks = C.plan(cases, _schedules(args))
     done = 0
@@ -217,7 +228,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
         if args.progress:
             sys.stderr.write(f"[{done}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}\n")
 
-    results = C.run_tasks(tasks, design, jobs, progress)
+    results = C.run_tasks(tasks, design, jobs, progress, executor)
     seconds = time.perf_counter() - t0
     bad = [r for r in results if not r.skipped and r.verdict != "pass"]
     if args.trace:
@@ -261,7 +272,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
             summary += f" ({len(f1)} after an unrelated NMI inside kvm_mediated_pmu_load: finding F1)"
     if skipped:
         summary += f"; {skipped} not applicable"
-    print(f"\n{summary}; {seconds:.1f} s with {jobs} job(s)")
+    print(f"\n{summary}; {seconds:.1f} s with {executor.describe() if executor else f'{jobs} job(s)'}")
     if args.trace:
         print(f"trace of the first failure written to {args.trace}")
     return 1 if bad else 0
@@ -289,7 +300,7 @@ def _list(args: argparse.Namespace, st: Style) -> int:
     return 0
 
 
-def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style) -> int:
+def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style, executor: Any = None) -> int:
     from vpmu.conform import runner as C
 
     designs = [_design(d) for d in (args.mutation or C.MUTATIONS)]
@@ -297,7 +308,7 @@ def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: S
     results = []
     for d in designs:
         tasks = C.mutation_tasks(cases, d)
-        results.append(C.fold_mutation(d, C.run_tasks(tasks, d, jobs)))
+        results.append(C.fold_mutation(d, C.run_tasks(tasks, d, jobs, executor=executor)))
     uncaught = [m for m in results if not m.caught and m.design not in KNOWN_GAPS]
     if args.json:
         doc = [
@@ -332,7 +343,7 @@ def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: S
             for r in m.runs:
                 if r.verdict not in ("pass", "n/a"):
                     print(f"      {r.case} {r.schedule}: {r.first_diff or r.violation}")
-    print(f"\n{time.perf_counter() - t0:.1f} s with {jobs} job(s)")
+    print(f"\n{time.perf_counter() - t0:.1f} s with {executor.describe() if executor else f'{jobs} job(s)'}")
     return 1 if uncaught else 0
 
 
@@ -362,7 +373,7 @@ def register(sub: Any) -> None:
         metavar="S",
         help="none, every:K[:timer], at:A,B, steps, random:SEED[:no-nmi] (repeatable; default: each case's set)",
     )
-    p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+    add_executor_args(p)
     p.add_argument(
         "--mutations", action="store_true", help="run the mutation check instead: which cases catch each broken design"
     )

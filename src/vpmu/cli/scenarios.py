@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from vpmu.cli.common import RAW
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.errors import VpmuError
 
 SCENARIOS_SCHEMA = "vpmu.scenarios/1"
@@ -18,15 +19,23 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     from vpmu.report.text import Style, counterexample, use_color
     from vpmu.report.trace import trace_rows
     from vpmu.scenarios import load_catalog
-    from vpmu.scenarios.run import describe, run, summary, table
+    from vpmu.scenarios.run import attach, describe, run, run_detached, summary, table
 
     if args.context < 0:
         raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
     chosen = load_catalog().select(args.ids)
+    from vpmu.check.executor import LocalExecutor
+
+    executor = executor_from_args(args) or (LocalExecutor(args.jobs) if args.jobs else None)
+    if executor is not None:  # every scenario is one run on the executor; shown in catalog order
+        try:
+            ran = [attach(o) for o in executor.map(run_detached, chosen)]
+        finally:
+            executor.close()
     st = Style(use_color(sys.stdout))
     outcomes = []
-    for scenario in chosen:
-        o = run(scenario)
+    for i, scenario in enumerate(chosen):
+        o = ran[i] if executor is not None else run(scenario)
         outcomes.append(o)
         if args.trace and not args.json:
             print("\n".join(describe(o)))
@@ -137,4 +146,5 @@ def register(sub: Any) -> None:
     p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
     p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
+    add_executor_args(p)
     p.set_defaults(handler=cmd_scenarios)
