@@ -206,11 +206,16 @@ class Partition:
                 collisions += 1  # a distinct state with the same fingerprint: lost, never re-parented onto
                 continue
             sw = base if viol0 else base + (pctx != ctx_of[p])
-            if sw < sw0:
+            if self._better(sw, sw0):
                 layer[p] = (k0, t0, key >> _POS_BITS, powner, m, sw, viol0)
         self._layer = layer
         violating = [(e[5], keys[i], i) for i, e in enumerate(layer) if e[6]]
         return Merged(keys, violating, finished, collisions, received)
+
+    @staticmethod
+    def _better(switches: int, old: int) -> bool:
+        """A later parent of the same layer replaces the first one only with strictly fewer switches."""
+        return switches < old
 
     def parent_of(self, gid: int) -> tuple[int, int, tuple[int, int]]:
         """(parent id, parent owner, move) of an owned, committed state."""

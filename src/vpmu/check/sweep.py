@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from vpmu.config import ACK_PLACEMENTS, AMD_VERSIONS, VENDORS, load_toml
-from vpmu.errors import VpmuError
+from vpmu.errors import Fault, VpmuError
 
 #: The axes, in table order, with the world key each sets.
 AXES = ("vendor", "pmu_version", "ack", "counters", "exits", "nmis", "perf_ops")
@@ -130,7 +130,9 @@ def world_data(ref: str) -> tuple[str, dict[str, Any]]:
         if entry.name == f"{ref}.toml":
             return ref, tomllib.loads(entry.read_text(encoding="utf-8"))
     if ref.endswith(".toml") or Path(ref).exists():
-        return Path(ref).stem, load_toml(ref)
+        data = load_toml(ref)
+        name = data.get("name", Path(ref).stem)
+        return name if isinstance(name, str) else Path(ref).stem, data
     from vpmu.check.world import builtin_worlds
 
     raise VpmuError(f"unknown world {ref!r}; built-in worlds: {', '.join(builtin_worlds())} (or give a .toml path)")
@@ -141,8 +143,9 @@ class Point:
     """One grid point: the base world, the axis values, and the world they make."""
 
     base: str
-    values: dict[str, Any]
+    values: dict[str, Any]  # every axis, as the point's world has it
     world: Any  # vpmu.check.world.WorldSpec
+    label: str = ""  # the axes the grid sets, "exits = 1, nmis = 0"
 
 
 def points(grid: Grid) -> list[Point]:
@@ -191,7 +194,7 @@ def points(grid: Grid) -> list[Point]:
                 "nmis": b.nmis,
                 "perf_ops": b.perf_ops,
             }
-            out.append(Point(name, shown, world))
+            out.append(Point(name, shown, world, label))
     return out
 
 
@@ -259,6 +262,9 @@ def sweep_run(run: SweepRun) -> Verdict:
         r = check(System(run.design, run.world), max_states=run.max_states, fingerprint=run.fingerprint)
     except VpmuError as e:  # the point's guest program does not run on its machine
         return Verdict(run.index, run.design.name, "error", reason=str(e), seconds=time.perf_counter() - t0)
+    except Fault as e:  # the model itself cannot run this machine: its gap, not a verdict (exit 70)
+        why = f"internal: the model faulted on this machine ({e})"
+        return Verdict(run.index, run.design.name, "error", reason=why, seconds=time.perf_counter() - t0)
     return Verdict(
         run.index,
         run.design.name,

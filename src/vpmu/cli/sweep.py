@@ -99,12 +99,15 @@ def table(pts: list[Any], by_point: list[list[Any]], designs: list[str]) -> list
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)).rstrip() for r in [head, *rows]]
     errors = [(p, v) for p, vs in zip(pts, by_point, strict=True) for v in vs if v.verdict == "error"]
     for p, v in errors:
-        lines.append(f"error: {v.design} on {p.base} ({p.values}): {v.reason}")
+        lines.append(f"error: {v.design} on {p.base}" + (f" ({p.label})" if p.label else "") + f": {v.reason}")
     return lines
 
 
 def _status(verdicts: list[Any]) -> int:
-    """2 if a point cannot run, 1 if a design is violated somewhere, 3 if a run is incomplete, else 0."""
+    """70 if the model faulted on a point, 2 if a point's guest cannot run on its machine, 1 if a design
+    is violated somewhere, 3 if a run is incomplete, else 0."""
+    if any(v.verdict == "error" and v.reason.startswith("internal:") for v in verdicts):
+        return 70
     kinds = {v.verdict for v in verdicts}
     for kind, status in (("error", 2), ("violated", 1), ("incomplete", 3)):
         if kind in kinds:
@@ -121,7 +124,8 @@ def register(sub: Any) -> None:
         "(or --world). An axis takes comma-separated values; an axis left out keeps the world's value. A grid file "
         "(--grid FILE.toml) gives the same as a [grid] table, plus designs, worlds, max_states, fingerprint; flags "
         "replace its axes. Each (point, design) is one exhaustive check, run on the executor. "
-        "Exit 0: all hold; 1: a violation; 2: bad input or a point that cannot run; 3: incomplete.",
+        "Exit 0: all hold; 1: a violation; 2: bad input or a point whose guest cannot run; 3: incomplete; "
+        "70: the model faulted on a point.",
         epilog="examples:\n  vpmu sweep --design upstream --design perf-stays-disabled --exits 0,1 --nmis 0,1\n"
         "  vpmu sweep --vendor intel --pmu-version 2,4,5 --ack early,late --max-states 200000\n"
         "  vpmu sweep --grid grid.toml --json\n  vpmu sweep --grid grid.toml --executor ray://head:10001",
