@@ -144,7 +144,7 @@ class RayExecutor:
 def import_ray() -> Any:
     """The ``ray`` module, or a user error that says how to install it."""
     try:
-        import ray
+        import ray  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise VpmuError(f"--executor ray needs Ray, an optional extra: {INSTALL_HINT}") from None
     return ray
