@@ -184,7 +184,7 @@ def test_cli_partitions_without_ray_give_the_same_json(capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--partitions", "-1"], "--partitions = -1 is not allowed; allowed: an integer >= 1"),
+        (["--partitions", "-1"], "--partitions = -1 is not allowed; allowed: an integer from 1 to 65535"),
         (["--executor", "cluster"], "--executor = 'cluster' is not allowed; allowed: local, ray"),
         (["--executor", "ray://head:70000"], "--executor = 'ray://head:70000' is not allowed"),
     ],

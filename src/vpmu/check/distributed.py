@@ -107,14 +107,15 @@ class Partition:
     def __init__(self, index: int, count: int, system: Callable[[], Explorable] | SystemSpec, fingerprint: bool):
         self.index, self.count, self.fingerprint = index, count, fingerprint
         self.system: Explorable = system.build() if isinstance(system, SystemSpec) else system()
-        # Committed states (earlier layers): visited key -> local index; per local index the
-        # global id (ascending), the parent's id and owner, and the move from the parent.
-        self.visited: dict[Hashable, int] = {}
+        # Committed states (earlier layers): their visited keys (states, or fingerprints), and per
+        # state in commit order, which is ascending id: its id, the parent's id and owner, and the
+        # move from the parent (typed arrays: a few bytes each, no object per state).
+        self.visited: set[Hashable] = set()
         self.gid = array("q")
         self.parent = array("q")
-        self.parent_owner = array("l")
-        self.move_kind = array("l")
-        self.move_arg = array("q")
+        self.parent_owner = array("H")
+        self.move_kind = array("b")
+        self.move_arg = array("i")
         # The frontier this partition expands: (state, id, switches), ascending id.
         self.frontier: list[tuple[State, int, int]] = []
         self.inbox: tuple[list[Candidate], ...] = ()
@@ -138,10 +139,10 @@ class Partition:
         """Record the merged layer's new states under their global ids; they become the frontier."""
         frontier = []
         for (key, t, pid, powner, m, sw, viol), gid in zip(self._layer, ids, strict=True):
-            self.visited[key] = len(self.gid)
+            self.visited.add(key)
             self.gid.append(gid)
             self.parent.append(pid)
-            self.parent_owner.append(powner)
+            self.parent_owner.append(max(powner, 0))  # the initial state has no parent
             self.move_kind.append(m[0])
             self.move_arg.append(m[1])
             if not viol:
@@ -250,9 +251,11 @@ class LocalGroup:
     """Partitions in this process (tests, measurements): the same protocol, no Ray."""
 
     parts: list[Partition] = field(default_factory=list)
-    #: Bytes of candidates exchanged, pickled (for the cost measurement in bench/).
+    #: Count the bytes the messages would take, pickled (the cost measurement in bench/):
+    #: candidates from one partition to another, and keys and ids to and from the driver.
     measure: bool = False
     sent_bytes: int = 0
+    driver_bytes: int = 0
 
     @property
     def size(self) -> int:
@@ -263,12 +266,14 @@ class LocalGroup:
 
     def step(self, ids: list[list[int]] | None) -> list[Merged]:
         outs = [p.expand(None if ids is None else ids[j]) for j, p in enumerate(self.parts)]
+        merged = [p.merge(None, *[outs[j][k] for j in range(self.size)]) for k, p in enumerate(self.parts)]
         if self.measure:
             import pickle
 
             n = self.size
             self.sent_bytes += sum(len(pickle.dumps(outs[j][k], 5)) for j in range(n) for k in range(n) if j != k)
-        return [p.merge(None, *[outs[j][k] for j in range(self.size)]) for k, p in enumerate(self.parts)]
+            self.driver_bytes += sum(len(pickle.dumps(x, 5)) for x in [*merged, *(ids or [])])
+        return merged
 
     def remerge(self, bound: int) -> list[Merged]:
         return [p.merge(bound) for p in self.parts]

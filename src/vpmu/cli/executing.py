@@ -37,8 +37,8 @@ def executor_from_args(args: argparse.Namespace) -> Any:
     if jobs < 0:
         raise VpmuError(f"--jobs = {jobs} is not allowed; allowed: an integer >= 1 (0: one per core)")
     parts = getattr(args, "partitions", 0) or 0
-    if parts < 0:
-        raise VpmuError(f"--partitions = {parts} is not allowed; allowed: an integer >= 1")
+    if not 0 <= parts <= 65535:  # a state records its parent's owner in 16 bits
+        raise VpmuError(f"--partitions = {parts} is not allowed; allowed: an integer from 1 to 65535")
     if args.executor is None:
         return None
     return make_executor(args.executor, jobs)
