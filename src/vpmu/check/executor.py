@@ -95,6 +95,7 @@ class RayExecutor:
             else:
                 import vpmu
 
+                _reachable(address)
                 kwargs["address"] = address
                 kwargs["runtime_env"] = {"py_modules": [vpmu]}
             try:
@@ -168,6 +169,17 @@ def make_executor(spec: str | None, jobs: int = 0) -> LocalExecutor | RayExecuto
     if kind == "local":
         return LocalExecutor(jobs)
     return RayExecutor(address, cpus=jobs)
+
+
+def _reachable(address: str) -> None:
+    """Fail fast on an address nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise VpmuError(f"--executor {address}: cannot reach a Ray cluster there: {e}") from None
 
 
 def _picklable(items: Sequence[Any]) -> bool:
