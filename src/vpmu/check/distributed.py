@@ -27,10 +27,10 @@ sees them in the order the local explorer does, and makes the same choices. A st
 the frontier state that crosses it: the layer is then re-merged with the candidates of
 the frontier states up to that one.
 
-Costs (docs/scaling.md has the measurements): per transition, one candidate message to the
-successor's owner (the state, about 190 bytes pickled, plus its key and move); per new state,
-one 8-byte key to the driver and one 8-byte id back. Each partition keeps, per owned state,
-its visited-set entry and about 30 bytes of bookkeeping.
+Costs (measured in docs/scaling.md): per transition, one candidate message to the successor's
+owner (the state, its key and move: about 190 bytes pickled); per new state, one 8-byte key to
+the driver and one 8-byte id back. Each partition keeps, per owned state, its visited-set
+entry (the state, or its fingerprint) and 27 bytes of typed arrays.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def owner_of(state: State, count: int) -> int:
 class Partition:
     """One slice of the visited set, its states' bookkeeping, and its part of the frontier.
 
-    Plain Python: :class:`LocalGroup` calls it in-process; :func:`ray_group` wraps it as a
+    Plain Python: :class:`LocalGroup` calls it in-process; :class:`RayGroup` makes it a
     Ray actor.
     """
 

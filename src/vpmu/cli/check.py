@@ -80,8 +80,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         if tty:
             sys.stderr.write("\r" + " " * 90 + "\r")
-        if executor is not None and i == len(worlds) - 1:
-            executor.close()
         rows.append((design.name, world.name, world.machine.vendor, result))
         if result.verdict == "violated":
             status = 1
@@ -92,6 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(st.bold(f"{design.name} on {world.name}: counterexample ({len(result.records)} steps)"))
             print("\n".join(counterexample(system, result, st, last=args.context, full=args.full)))
             print()
+    if executor is not None:
+        executor.close()  # a Ray this command started
     if args.html:
         from vpmu.report.html import write_html
 
