@@ -90,6 +90,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
             if address is None:
+                kwargs["address"] = "local"  # a new Ray, even where `ray start` left one running
                 if cpus:
                     kwargs["num_cpus"] = cpus
             else:
