@@ -59,7 +59,7 @@ class LocalExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], on_result: Callable[[R], None] | None = None) -> list[R]:
         out: list[R] = []
-        if self.jobs <= 1 or len(items) <= 1 or not _picklable(items):
+        if self.jobs <= 1 or len(items) <= 1 or not _picklable(fn, items[0]):
             for x in items:
                 out.append(fn(x))
                 if on_result is not None:
@@ -183,10 +183,10 @@ def _reachable(address: str) -> None:
         raise VpmuError(f"--executor {address}: cannot reach a Ray cluster there: {e}") from None
 
 
-def _picklable(items: Sequence[Any]) -> bool:
+def _picklable(fn: Any, item: Any) -> bool:
     """Runs holding what pickle cannot carry (a design file's lambdas) stay in this process."""
     try:
-        pickle.dumps(items[0])
+        pickle.dumps((fn, item))
     except (pickle.PicklingError, AttributeError, TypeError):
         return False
     return True
