@@ -97,3 +97,15 @@ def test_a_user_error_inside_a_ray_task_is_one_line(capsys: pytest.CaptureFixtur
     assert code == 2
     assert "error: upstream on reads-pmc1 (counters = 1): guest instruction" in out
     assert "holds" in out and "Traceback" not in out + err
+
+
+def test_a_user_error_inside_an_actor_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The guest faults (RDPMC 1 with one counter) during a partitioned search: exit 2 and the
+    message of the local check, no traceback."""
+    world = tmp_path / "w.toml"
+    world.write_text(TWO_COUNTER_WORLD.replace("num_gp = 2", "num_gp = 1"), encoding="utf-8")
+    assert main(["check", "--world", str(world)]) == 2
+    local = capsys.readouterr().err
+    assert main(["check", "--world", str(world), "--executor", "ray", "--partitions", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == local and "Traceback" not in err and err.count("\n") == 1

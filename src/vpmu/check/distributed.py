@@ -309,14 +309,17 @@ class RayGroup:
     store (the driver passes references, never the states)."""
 
     def __init__(self, ray: Any, spec: SystemSpec, count: int, fingerprint: bool) -> None:
+        from vpmu.check.executor import ray_get
+
         self.ray, self.size = ray, count
+        self.get: Callable[[Any], Any] = lambda refs: ray_get(ray, refs)
         actor = ray.remote(Partition)
         self.actors = [
             actor.options(scheduling_strategy="SPREAD").remote(k, count, spec, fingerprint) for k in range(count)
         ]
 
     def seed(self) -> list[tuple[bool, bool]]:
-        return list(self.ray.get([a.seed.remote() for a in self.actors]))
+        return list(self.get([a.seed.remote() for a in self.actors]))
 
     def step(self, ids: list[list[int]] | None) -> list[Merged]:
         n = self.size
@@ -327,19 +330,19 @@ class RayGroup:
             outs = [[o] for o in outs]
         # Each owner gets references to its batches; Ray moves them from actor to actor.
         merging = [a.merge.remote(None, *[outs[j][k] for j in range(n)]) for k, a in enumerate(self.actors)]
-        return list(self.ray.get(merging))
+        return list(self.get(merging))
 
     def remerge(self, bound: int) -> list[Merged]:
-        return list(self.ray.get([a.merge.remote(bound) for a in self.actors]))
+        return list(self.get([a.merge.remote(bound) for a in self.actors]))
 
     def commit(self, ids: list[list[int]]) -> None:
-        self.ray.get([a.commit.remote(i) for a, i in zip(self.actors, ids, strict=True)])
+        self.get([a.commit.remote(i) for a, i in zip(self.actors, ids, strict=True)])
 
     def has_moves(self) -> bool:
-        return any(self.ray.get([a.has_moves.remote() for a in self.actors]))
+        return any(self.get([a.has_moves.remote() for a in self.actors]))
 
     def parent_of(self, owner: int, gid: int) -> tuple[int, int, tuple[int, int]]:
-        pid, powner, m = self.ray.get(self.actors[owner].parent_of.remote(gid))
+        pid, powner, m = self.get(self.actors[owner].parent_of.remote(gid))
         return pid, powner, m
 
     def close(self) -> None:

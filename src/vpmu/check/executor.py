@@ -119,14 +119,7 @@ class RayExecutor:
         return out
 
     def get(self, ref: Any) -> Any:
-        """``ray.get``, re-raising a user error a task raised as that error (exit 2, one line)."""
-        try:
-            return self.ray.get(ref)
-        except self.ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
-            if isinstance(cause, VpmuError):
-                raise VpmuError(str(cause)) from None
-            raise
+        return ray_get(self.ray, ref)
 
     def partitions(self, spec: Any, count: int, fingerprint: bool) -> Any:
         """The actors of one partitioned search (vpmu.check.distributed)."""
@@ -141,6 +134,17 @@ class RayExecutor:
         if self.started:
             self.ray.shutdown()
             self.started = False
+
+
+def ray_get(ray: Any, refs: Any) -> Any:
+    """``ray.get``, re-raising a user error a task or actor raised as that error (exit 2, one line)."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, VpmuError):
+            raise VpmuError(str(cause)) from None
+        raise
 
 
 def import_ray() -> Any:
