@@ -14,10 +14,15 @@ EXECUTOR_HELP = (
 )
 
 
-def add_executor_args(p: argparse.ArgumentParser, jobs: bool = True, partitions: bool = False) -> None:
+def add_executor_args(
+    p: argparse.ArgumentParser,
+    jobs: bool = True,
+    partitions: bool = False,
+    jobs_help: str = "worker processes (default: one per core)",
+) -> None:
     p.add_argument("--executor", metavar="WHERE", help=EXECUTOR_HELP)
     if jobs:
-        p.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (default: one per core)")
+        p.add_argument("--jobs", type=int, default=0, metavar="N", help=jobs_help)
     if partitions:
         p.add_argument(
             "--partitions",

@@ -15,6 +15,7 @@ SCENARIOS_SCHEMA = "vpmu.scenarios/1"
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
+    from vpmu.check.executor import LocalExecutor
     from vpmu.check.world import default_exit_reason
     from vpmu.report.text import Style, counterexample, use_color
     from vpmu.report.trace import trace_rows
@@ -24,8 +25,6 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.context < 0:
         raise VpmuError(f"--context = {args.context} is not allowed; allowed: an integer >= 0")
     chosen = load_catalog().select(args.ids)
-    from vpmu.check.executor import LocalExecutor
-
     executor = executor_from_args(args) or (LocalExecutor(args.jobs) if args.jobs else None)
     if executor is not None:  # every scenario is one run on the executor; shown in catalog order
         try:
@@ -146,5 +145,5 @@ def register(sub: Any) -> None:
     p.add_argument("--context", type=int, default=0, metavar="N", help="with --trace: only the last N steps")
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.scenarios/1)")
     p.add_argument("--html", metavar="OUT", help="write the first counterexample among them as an HTML timeline")
-    add_executor_args(p)
+    add_executor_args(p, jobs_help="worker processes (default: the scenarios run in this process)")
     p.set_defaults(handler=cmd_scenarios)
