@@ -75,14 +75,20 @@ def main() -> None:
         check(System(design, world), fingerprint=a.fingerprint)
         w1 = time.perf_counter()
         group_r = ex.partitions(spec, a.partitions, a.fingerprint)
+        base_rss = ex.get([actor.peak_rss.remote() for actor in group_r.actors])
         w2 = time.perf_counter()
         rr = check_partitioned(System(design, world), group_r, fingerprint=a.fingerprint)
         w3 = time.perf_counter()
+        rss = ex.get([actor.peak_rss.remote() for actor in group_r.actors])
+        owned = ex.get([actor.owned.remote() for actor in group_r.actors])
         group_r.close()
         ex.close()
         assert rr.stats.states == n
         print(f"  wall time, {a.partitions} Ray actors / local explorer: {(w3 - w2) / (w1 - w0):.2f} "
               f"(actor start-up excluded: {w2 - w1:.1f} s)")
+        per = ", ".join(f"{(r - b) / o:.0f}" for r, b, o in zip(rss, base_rss, owned, strict=True))
+        print(f"  Ray actors' peak RSS growth per owned state: {per} B "
+              f"(each actor started at {min(base_rss) / 2**20:.0f}-{max(base_rss) / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,12 @@ class Partition:
     def owned(self) -> int:
         return len(self.gid)
 
+    def peak_rss(self) -> int:
+        """This process's peak resident memory in bytes (Linux), for bench/bench_distributed.py."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
 
 class Group(Protocol):
     """The partitions of one search, wherever they run."""
