@@ -120,3 +120,19 @@ def test_bad_grids_are_one_line_errors(
     assert main(["sweep", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_the_example_grid_file_is_the_readme_grid() -> None:
+    """docs/examples/sweep-grid.toml describes the README's sweep: 8 points, two designs."""
+    from vpmu.check.sweep import load_grid, points
+
+    grid = load_grid(str(Path(__file__).parent.parent / "docs" / "examples" / "sweep-grid.toml"))
+    assert grid.designs == ("upstream", "perf-stays-disabled")
+    pts = points(grid)
+    assert [(p.values["vendor"], p.values["ack"], p.values["nmis"]) for p in pts][:4] == [
+        ("intel", "early", 1),
+        ("intel", "early", 2),
+        ("intel", "late", 1),
+        ("intel", "late", 2),
+    ]
+    assert len(pts) == 8
