@@ -108,6 +108,7 @@ def test_a_grid_file_and_flags_that_replace_its_axes(capsys: pytest.CaptureFixtu
         ([], "colour = 1\n", "unknown key 'colour'; allowed: designs, worlds, max_states, fingerprint, grid"),
         ([], "[grid]\nexits = []\n", "exits has no values; give at least one"),
         ([], "max_states = -3\n", "max_states = -3 is not allowed; allowed: an integer >= 1"),
+        ([], "[grid]\npmu_version = [true]\n", "pmu_version = True is not allowed; allowed: 1-6 (Intel)"),
     ],
 )
 def test_bad_grids_are_one_line_errors(

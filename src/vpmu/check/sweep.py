@@ -78,7 +78,7 @@ def parse_axis(axis: str, values: Sequence[Any], where: str) -> tuple[Any, ...]:
             raise VpmuError(f"{where}: vendor = {v!r} is not allowed; allowed: {', '.join(VENDORS)}")
         if axis == "ack" and v not in ACK_PLACEMENTS:
             raise VpmuError(f"{where}: ack = {v!r} is not allowed; allowed: {', '.join(ACK_PLACEMENTS)}")
-        if axis == "pmu_version" and v not in INTEL_VERSIONS and v not in AMD_VERSIONS:
+        if axis == "pmu_version" and (isinstance(v, bool) or (v not in INTEL_VERSIONS and v not in AMD_VERSIONS)):
             raise VpmuError(
                 f"{where}: pmu_version = {v!r} is not allowed; allowed: 1-6 (Intel) or "
                 f"{', '.join(AMD_VERSIONS)} (AMD)"
