@@ -16,6 +16,7 @@ import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from vpmu.check.explore import check
 from vpmu.check.system import System
@@ -68,21 +69,28 @@ def ablate(
     max_states: int | None = None,
     jobs: int = 0,
     progress: Callable[[int, int, Outcome], None] | None = None,
+    executor: Any = None,
 ) -> list[Outcome]:
     """Check every mutation of ``function`` on every world; one Outcome per (mutation, world).
 
-    ``progress(done, total, outcome)`` is called as each outcome arrives, in order."""
+    ``progress(done, total, outcome)`` is called as each outcome arrives, in order. ``executor``
+    (vpmu.check.executor): where the checks run instead of ``jobs`` local processes."""
     tasks = []
     for world in worlds:
         for mut in mutations(design, function, world):
             tasks.append((design, mut, world, max_states))
-    jobs = jobs or (os.cpu_count() or 1)
     out: list[Outcome] = []
 
     def done(o: Outcome) -> None:
         out.append(o)
         if progress is not None:
             progress(len(out), len(tasks), o)
+
+    if executor is not None:
+        for o in executor.map(_run, tasks):
+            done(o)
+        return out
+    jobs = jobs or (os.cpu_count() or 1)
 
     if jobs > 1 and len(tasks) > 1 and _picklable(design):
         with ProcessPoolExecutor(max_workers=jobs) as pool:

@@ -66,6 +66,7 @@ COMMAND_MODULES = (
     "vpmu.cli.conform",
     "vpmu.cli.completion",
     "vpmu.cli.source",
+    "vpmu.cli.sweep",
 )
 
 

@@ -17,6 +17,7 @@ from vpmu.cli.common import (
     positive_int,
     worlds_from_args,
 )
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.errors import VpmuError
 from vpmu.report.progress import add_progress_args
 
@@ -88,24 +89,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     props = world_properties(args, worlds)
     # Every world is built before any is explored: a world or design error costs no run.
     systems = [System(design, world, p) for world, p in zip(worlds, props, strict=True)]
+    executor = executor_from_args(args)
+    # --executor: each world is one run on the executor (or, with --partitions, one search split over it).
+    ran = None if executor is None or args.partitions else _check_runs(executor, design, worlds, props, args)
     st = Style(use_color(sys.stdout))
     prog = Progress(args.progress)
     rows = []
     out_json: list[dict[str, Any]] = []
     status = 0
     interrupted = False
-    for system in systems:
+    for i, system in enumerate(systems):
         world = system.world
         if interrupted:
             result = Result(INCOMPLETE, Stats(), reason="interrupted (Ctrl-C) before this world started")
+        elif ran is not None:
+            result = ran[i]
         else:
             try:
-                result = check(
-                    system,
-                    max_states=args.max_states,
-                    progress=prog.states(f"{design.name} on {world.name}"),
-                    fingerprint=args.fingerprint,
-                )
+                if args.partitions:
+                    result = _partitioned(executor, system, args, prog.states(f"{design.name} on {world.name}"))
+                else:
+                    result = check(
+                        system,
+                        max_states=args.max_states,
+                        progress=prog.states(f"{design.name} on {world.name}"),
+                        fingerprint=args.fingerprint,
+                    )
             except KeyboardInterrupt:
                 result = Result(INCOMPLETE, Stats(), reason="interrupted")
             prog.clear()
@@ -126,6 +135,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if interrupted:
         status = 3
         sys.stderr.write("vpmu: interrupted: the worlds not finished are reported incomplete\n")
+    if executor is not None:
+        executor.close()  # a Ray this command started
     if args.html:
         from vpmu.report.html import write_html
 
@@ -145,6 +156,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
+def _check_runs(executor: Any, design: Any, worlds: list[Any], props: Any, args: argparse.Namespace) -> list[Any]:
+    from vpmu.check.runs import CheckRun, check_run
+
+    runs = [CheckRun(design, w, p, args.max_states, args.fingerprint) for w, p in zip(worlds, props, strict=True)]
+    try:
+        return list(executor.map(check_run, runs))
+    finally:
+        executor.close()
+
+
+def _partitioned(executor: Any, system: Any, args: argparse.Namespace, progress: Any) -> Any:
+    from vpmu.check.distributed import SystemSpec, check_partitioned, partition_group
+
+    spec = SystemSpec(system.design, system.world, system.props)
+    group = partition_group(executor, spec, args.partitions, args.fingerprint)
+    try:
+        return check_partitioned(
+            system,
+            group,
+            max_depth=system.world.bounds.max_depth,
+            max_states=args.max_states,
+            progress=progress,
+            fingerprint=args.fingerprint,
+        )
+    finally:
+        group.close()
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from vpmu.check.ablate import ablate
     from vpmu.report.progress import Progress
@@ -156,12 +195,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     def report(done: int, total: int, o: Any) -> None:
         prog.done(f"[{done}/{total}] {o.mutation} on {o.world}: {o.verdict}, {o.states} states")
 
+    executor = executor_from_args(args)
     try:
-        outcomes = ablate(design, args.function, worlds, max_states=args.max_states, jobs=args.jobs, progress=report)
+        outcomes = ablate(
+            design,
+            args.function,
+            worlds,
+            max_states=args.max_states,
+            jobs=args.jobs,
+            progress=report,
+            executor=executor,
+        )
     except KeyboardInterrupt:
         # Ctrl-C stops every mutant: no partial table, whose missing rows could read as "holds".
         sys.stderr.write("vpmu: interrupted: the ablation is incomplete; no mutant's verdict is reported\n")
         return 3
+    finally:
+        if executor is not None:
+            executor.close()
     print(f"ablation of {design.name}:{args.function} on {', '.join(w.name for w in worlds)}")
     ww = max([16] + [len(w.name) for w in worlds])
     wm = max([58] + [len(o.mutation) for o in outcomes])
@@ -219,6 +270,7 @@ def register(sub: Any) -> None:
         metavar="OUT",
         help="write the first counterexample as an HTML timeline (vpmu trace render)",
     )
+    add_executor_args(p, jobs=False, partitions=True)
     p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser(
@@ -236,8 +288,6 @@ def register(sub: Any) -> None:
         "--function", required=True, action=Once, help="the function to mutate (vpmu show DESIGN lists them)"
     )
     p.add_argument("--max-states", type=positive_int, metavar="N", help="stop each check after N states (incomplete)")
-    p.add_argument(
-        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
-    )
     add_progress_args(p)
+    add_executor_args(p)
     p.set_defaults(handler=cmd_ablate)

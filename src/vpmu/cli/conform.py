@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from vpmu.cli.common import Once, non_negative_int, output_path, write_output
+from vpmu.cli.common import Once, output_path, write_output
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.errors import VpmuError
 from vpmu.report.progress import add_progress_args
 
@@ -197,13 +198,11 @@ def _result_json(r: CaseRun) -> dict[str, Any]:
 
 
 def cmd_conform(args: argparse.Namespace) -> int:
-    from vpmu.conform import runner as C
     from vpmu.report.text import Style, use_color
 
     st = Style(use_color(sys.stdout))
     if args.list:
         return _list(args, st)
-    from vpmu.report.progress import Progress
 
     if args.mutation and not args.mutations:
         raise VpmuError("--mutation DESIGN is for the mutation check: give --mutations as well")
@@ -217,10 +216,22 @@ def cmd_conform(args: argparse.Namespace) -> int:
         design = _design(args.design)
     cases = _select(args)
     jobs = args.jobs or os.cpu_count() or 1
-    if args.mutations:
-        return _mutations(args, cases, jobs, st)
-    if design == "legacy":  # its ablations run as any design does
-        return _compare(args, cases, jobs, st)
+    executor = executor_from_args(args)
+    try:
+        if args.mutations:
+            return _mutations(args, cases, jobs, st, executor)
+        if design == "legacy":  # its ablations run as any design does
+            return _compare(args, cases, jobs, st)
+        return _conform(args, design, cases, jobs, st, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _conform(args: argparse.Namespace, design: str, cases: Sequence[Case], jobs: int, st: Any, executor: Any) -> int:
+    from vpmu.conform import runner as C
+    from vpmu.report.progress import Progress
+
     t0 = time.perf_counter()
     tasks = C.plan(cases, _schedules(args))
     prog = Progress(args.progress)
@@ -231,7 +242,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
         prog.done(f"[{len(finished)}/{len(tasks)}] {r.case} {r.schedule}: {r.verdict}")
 
     try:
-        results = C.run_tasks(tasks, design, jobs, progress)
+        results = C.run_tasks(tasks, design, jobs, progress, executor)
     except KeyboardInterrupt:
         # Ctrl-C stops every run; those not finished have no verdict (none of them "passes").
         failed = sum(1 for r in finished if not r.skipped and r.verdict != "pass")
@@ -283,7 +294,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
             summary += f" ({len(f1)} after an unrelated NMI inside kvm_mediated_pmu_load: finding F1)"
     if skipped:
         summary += f"; {skipped} not applicable"
-    print(f"\n{summary}; {seconds:.1f} s with {jobs} job(s)")
+    print(f"\n{summary}; {seconds:.1f} s with {executor.describe() if executor else f'{jobs} job(s)'}")
     if args.trace:
         print(f"trace of the first failure written to {args.trace}")
     return 1 if bad else 0
@@ -346,7 +357,7 @@ def _list(args: argparse.Namespace, st: Style) -> int:
     return 0
 
 
-def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style) -> int:
+def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: Style, executor: Any = None) -> int:
     from vpmu.conform import runner as C
 
     designs = [_design(d) for d in (args.mutation or C.MUTATIONS)]
@@ -354,7 +365,7 @@ def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: S
     results = []
     for d in designs:
         tasks = C.mutation_tasks(cases, d)
-        results.append(C.fold_mutation(d, C.run_tasks(tasks, d, jobs)))
+        results.append(C.fold_mutation(d, C.run_tasks(tasks, d, jobs, executor=executor)))
     uncaught = [m for m in results if not m.caught and m.design not in KNOWN_GAPS]
     if args.json:
         doc = [
@@ -389,7 +400,7 @@ def _mutations(args: argparse.Namespace, cases: Sequence[Case], jobs: int, st: S
             for r in m.runs:
                 if r.verdict not in ("pass", "n/a"):
                     print(f"      {r.case} {r.schedule}: {r.first_diff or r.violation}")
-    print(f"\n{time.perf_counter() - t0:.1f} s with {jobs} job(s)")
+    print(f"\n{time.perf_counter() - t0:.1f} s with {executor.describe() if executor else f'{jobs} job(s)'}")
     return 1 if uncaught else 0
 
 
@@ -426,9 +437,7 @@ def register(sub: Any) -> None:
         metavar="S",
         help="none, every:K[:timer], at:A,B, steps, random:SEED[:no-nmi] (repeatable; default: each case's set)",
     )
-    p.add_argument(
-        "--jobs", type=non_negative_int, default=0, metavar="N", help="worker processes (default: one per core)"
-    )
+    add_executor_args(p)
     p.add_argument(
         "--mutations", action="store_true", help="run the mutation check instead: which cases catch each broken design"
     )

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from vpmu.cli.common import RAW, Once, non_negative_int, output_path, positive_int
+from vpmu.cli.executing import add_executor_args, executor_from_args
 from vpmu.report.progress import add_progress_args
 
 SCENARIOS_SCHEMA = "vpmu.scenarios/1"
@@ -17,12 +19,13 @@ MAX_STATES = 2_000_000
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
+    from vpmu.check.executor import LocalExecutor
     from vpmu.check.world import default_exit_reason
     from vpmu.report.progress import Progress
     from vpmu.report.text import Style, counterexample, use_color
     from vpmu.report.trace import trace_rows
     from vpmu.scenarios import load_catalog, load_user_scenarios
-    from vpmu.scenarios.run import describe, interrupted, run, summary, table
+    from vpmu.scenarios.run import attach, describe, interrupted, run, run_detached, summary, table
 
     catalog = load_user_scenarios(args.file, args.catalog) if args.file or args.catalog else load_catalog()
     chosen = catalog.select(args.ids)
@@ -32,6 +35,13 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         name = tree_design_name(args.kernel, register=True)
         sys.stderr.write(f"vpmu: the scenarios of design upstream run with the tree's design {name}\n")
         chosen = [replace(sc, design=name) if sc.design == "upstream" else sc for sc in chosen]
+    executor = executor_from_args(args) or (LocalExecutor(args.jobs) if args.jobs else None)
+    ran: list[Any] = []
+    if executor is not None:  # every scenario is one run on the executor; shown in catalog order
+        try:
+            ran = [attach(o) for o in executor.map(partial(run_detached, max_states=args.max_states), chosen)]
+        finally:
+            executor.close()
     st = Style(use_color(sys.stdout))
     prog = Progress(args.progress)
     outcomes = []
@@ -40,17 +50,20 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         if stopped:
             outcomes.append(interrupted(scenario, started=False))
             continue
-        try:
-            o = run(
-                scenario,
-                max_states=args.max_states,
-                progress=prog.states(f"scenario {scenario.id} ({n + 1}/{len(chosen)})"),
-            )
-        except KeyboardInterrupt:
-            # Ctrl-C stops the whole command: this scenario and the rest are incomplete, none "differs".
+        if executor is not None:
+            o = ran[n]
+        else:
+            try:
+                o = run(
+                    scenario,
+                    max_states=args.max_states,
+                    progress=prog.states(f"scenario {scenario.id} ({n + 1}/{len(chosen)})"),
+                )
+            except KeyboardInterrupt:
+                # Ctrl-C stops the whole command: this scenario and the rest are incomplete, none "differs".
+                prog.clear()
+                o, stopped = interrupted(scenario, started=True), True
             prog.clear()
-            o, stopped = interrupted(scenario, started=True), True
-        prog.clear()
         outcomes.append(o)
         if not stopped:
             prog.done(f"[{n + 1}/{len(chosen)}] scenario {scenario.id}: {o.observed}")
@@ -201,4 +214,5 @@ def register(sub: Any) -> None:
         metavar="OUT",
         help="write the first counterexample among them as an HTML timeline",
     )
+    add_executor_args(p, jobs_help="worker processes (default: the scenarios run in this process)")
     p.set_defaults(handler=cmd_scenarios)

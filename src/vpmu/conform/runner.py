@@ -643,9 +643,13 @@ def run_tasks(
     design: str,
     jobs: int = 1,
     progress: Callable[[CaseRun], None] | None = None,
+    executor: Any = None,
 ) -> list[CaseRun]:
-    """Run (case, schedule) tasks, in ``jobs`` processes; results in task order."""
+    """Run (case, schedule) tasks, in ``jobs`` processes or on ``executor`` (vpmu.check.executor);
+    results in task order."""
     work = [(c, s, design) for c, s in tasks]
+    if executor is not None:
+        return list(executor.map(_task, work, progress))
     results: list[CaseRun] = []
     if jobs <= 1 or len(work) <= 1:
         for w in work:

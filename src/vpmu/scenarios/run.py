@@ -189,6 +189,22 @@ def run(scenario: Scenario, max_states: int = MAX_STATES, progress: Progress | N
     return out
 
 
+def run_detached(scenario: Scenario, max_states: int = MAX_STATES) -> Outcome:
+    """:func:`run` for another process or a Ray task: the outcome without its System (which holds
+    closures); :func:`attach` rebuilds it where the outcome is shown."""
+    out = run(scenario, max_states=max_states)
+    out.system = None
+    return out
+
+
+def attach(out: Outcome) -> Outcome:
+    """Give a detached outcome its System again (the same design, world and properties)."""
+    s = out.scenario
+    if out.result is not None and out.system is None and s.world is not None:
+        out.system = System(s.get_design(), s.world, s.properties or None)
+    return out
+
+
 # --- text --------------------------------------------------------------------------------------
 
 
