@@ -408,8 +408,34 @@ def handle_guest_overflows(env: KernelEnv, s: list[int], status: int, overflow: 
                 kvm_perf_overflow(env, s, k, raise_pmi=overflow)
 
 
+def amd_guest_overflows(env: KernelEnv, s: list[int], overflow: bool = True) -> None:
+    """amd_pmu_v2_handle_irq()'s loop for KVM's events (arch/x86/events/amd/core.c, v7.0): they
+    are in cpuc->active_mask like any event, so each is updated; an overflowed one is handled
+    (handled++, its bit leaves ``status``, so it is acked and not WARNed as inactive)."""
+    status = s[env.nmi_status]
+    for k in range(P.count(env)):
+        if s[env.lpmc_state + k] != P.ACTIVE:
+            continue
+        P.event_update(env, s, k)
+        bit = P.hw_bit(env, s, k)
+        if status & bit:
+            s[env.nmi_handled] += 1
+            status &= ~bit
+            if P.set_period(env, s, k):
+                kvm_perf_overflow(env, s, k, raise_pmi=overflow)
+    s[env.nmi_status] = status
+
+
 def _with_guest_overflows(env: KernelEnv, host_do: Action, overflow: bool) -> Action:
+    amd = env.cpu.cfg.amd
+
     def do(s: list[int]) -> None:
+        if amd:
+            # The host loop leaves only the bits of counters it does not own in status.
+            host_do(s)
+            amd_guest_overflows(env, s, overflow)
+            return
+        # intel handle_pmi_common() counts every status bit as handled (the host step does).
         host_do(s)
         handle_guest_overflows(env, s, s[env.nmi_status], overflow)
 
@@ -419,7 +445,7 @@ def _with_guest_overflows(env: KernelEnv, host_do: Action, overflow: bool) -> Ac
 def _handle_irq(env: KernelEnv, base: Function, overflow: bool) -> Function:
     steps = []
     for st in base.steps:
-        if st.label == "handle_pmi_common":
+        if st.label in ("handle_pmi_common", "handle_overflows"):
             assert st.do is not None
             st = Step(
                 st.label,
