@@ -194,7 +194,7 @@ FUNCTIONS: tuple[CFunction, ...] = (
             S("handled = nmi_handle(NMI_LOCAL, regs);", "perf_event_nmi_handler"),
             O("__this_cpu_add(nmi_stats.normal, handled);", NMI_STATS),
             S("if (handled)", "iret"),
-            S("if (handled > 1) __this_cpu_write(swallow_nmi, true);", "iret", 1),
+            S("if (handled > 1) __this_cpu_write(swallow_nmi, true);", "iret", 1, unless=("no-nmi-swallow",)),
             S("goto out;", "iret", 1),
             O("while (!raw_spin_trylock(&nmi_reason_lock))", NO_REASON_PORT),
             O("run_crash_ipi_callback(regs);", "crash dumps are not modelled", 1),

@@ -21,6 +21,19 @@ from vpmu.source.anchors import CFunction
 _CACHE: dict[int, tuple[Design, tuple[dict[str, Function], ...]]] = {}
 
 
+def require_mediated(design: Design) -> None:
+    """Refuse a design of the perf-based (legacy) vPMU: the anchors are the mediated vPMU's functions, and a
+    kernel tree holds both vPMUs (the kvm_intel/kvm_amd parameter enable_mediated_pmu, off by default, picks
+    one when the module loads), so its code cannot say which of them runs."""
+    if design.vpmu != "mediated":
+        raise VpmuError(
+            f"design {design.name!r} is KVM's {design.vpmu} (perf-based) vPMU, whose steps are not anchored: the "
+            f"anchors are the mediated vPMU's kernel functions, and a Linux v7.0 tree holds both vPMUs (the "
+            f"kvm_intel/kvm_amd parameter enable_mediated_pmu picks one when the module loads); "
+            f"run vpmu check --design {design.name}"
+        )
+
+
 def _builds(design: Design) -> tuple[dict[str, Function], ...]:
     hit = _CACHE.get(id(design))
     if hit is not None and hit[0] is design:
