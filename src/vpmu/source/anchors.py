@@ -373,24 +373,9 @@ FUNCTIONS: tuple[CFunction, ...] = (
             O("amd_pmu_lbr_disable_all();", "LBR is not modelled"),
             S("amd_pmu_check_overflow();", "amd_pmu_check_overflow"),
         ),
+        # amd_pmu_check_overflow() itself is not anchored: amd_pmu_disable_all() (pre-PerfMonV2) calls it too,
+        # so its body stays in a tree whose v2 disable_all does not wait; the call stands for the step.
         "x86_pmu_disable() on AMD; the wait is the same step in perf_put_guest_context and the mux handler",
-    ),
-    CFunction(
-        "perf_load_guest_context",
-        AMD_EVENTS,
-        "amd_pmu_check_overflow",
-        COMPLETE,
-        "static void amd_pmu_check_overflow(void)",
-        (
-            O("struct cpu_hw_events *cpuc = this_cpu_ptr(&cpu_hw_events);", LOCAL),
-            O("if (in_nmi()) return;", "never in NMI context: the model's callers are task and IRQ code"),
-            S("for_each_set_bit(idx, x86_pmu.cntr_mask, X86_PMC_IDX_MAX)", "amd_pmu_check_overflow"),
-            S("if (!test_bit(idx, cpuc->active_mask)) continue;", "amd_pmu_check_overflow", 1),
-            # the model spins while the overflow's NMI is pending; without one it goes on at once
-            # (the 50 us give-up of amd_pmu_wait_on_overflow)
-            S("amd_pmu_wait_on_overflow(idx);", "amd_pmu_check_overflow", 1),
-        ),
-        "amd_pmu_v2_disable_all() with PMI skid",
     ),
     CFunction(
         "amd_pmu_reload_virt",

@@ -135,15 +135,18 @@ def derive(kernel: str) -> Derived:
 
 
 def _inexpressible(root: Path, design: Design) -> str:
-    for r in match_tree(root, design):
+    results = match_tree(root, design)
+    kept = {(r.cf.model, a.step) for r in results for a in r.anchors if a.status != "missing"}
+    for r in results:
         for h in r.foreign:
             return (
                 f"{r.cf.path}:{h.stmt.line}: {r.cf.name}(): statement `{h.stmt.text}` is a step of another design "
                 f"that deletions and reorders of a known design cannot combine with the rest of the tree; "
                 f"write a design file (docs/design-files.md) for it"
             )
+    for r in results:
         for a in r.anchors:
-            if a.status == "missing":
+            if a.status == "missing" and (r.cf.model, a.step) in kept:
                 return (
                     f"{r.cf.path}: {r.cf.name}(): the statement `{a.c}` of step {r.cf.model}:{a.step} is missing "
                     f"while the step's other statements remain; write a design file (docs/design-files.md) for it"
