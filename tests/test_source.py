@@ -16,6 +16,7 @@ import pytest
 
 from vpmu.cli import main
 from vpmu.designs import DESIGNS, UPSTREAM, get_design
+from vpmu.errors import VpmuError
 from vpmu.source import model
 from vpmu.source.anchors import COMPLETE, FUNCTIONS
 from vpmu.source.cparse import parse_file, tokens
@@ -145,7 +146,22 @@ def test_anchor_order_is_upstream_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["upstream", "flag-first", "perf-stays-disabled", "linux-next", "fixed-refilter", "put-drains-latch"]
+    "name",
+    [
+        "upstream",
+        "flag-first",
+        "perf-stays-disabled",
+        "linux-next",
+        "fixed-refilter",
+        "put-drains-latch",
+        # i13/i14a ablations whose change is anchored C (only/unless forms or deleted statements)
+        "no-nmi-swallow",
+        "amd-no-nmi-window",
+        "amd-no-overflow-wait",
+        "no-mediated-exclusion",
+        "filter-no-reprogram",
+        "no-fastpath-guard",
+    ],
 )
 def test_generated_tree_matches_and_derives_its_design(name: str, tmp_path: Path) -> None:
     design = get_design(name)
@@ -160,7 +176,7 @@ def test_generated_tree_matches_and_derives_its_design(name: str, tmp_path: Path
 def test_exact_match_exits_0(upstream_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["source", "check", "--kernel", str(upstream_tree), "-v"]) == 0
     out = capsys.readouterr().out
-    assert "match: 22 functions" in out
+    assert f"match: {len(FUNCTIONS)} functions" in out
     assert "left out  kernel/events/core.c:" in out and "lockdep check" in out
 
 
@@ -353,3 +369,41 @@ def test_complete_functions_list_every_statement_on_the_real_layout() -> None:
             if cf.kind != COMPLETE:
                 assert st.step, (cf.name, st.c)
     assert set(DESIGNS) >= {"linux-next", "upstream"}
+
+
+# --- the NMI chain, the AMD handler, the VM's life (i13) and the legacy vPMU (i14b) ------------------
+
+
+def test_step_deleted_in_two_functions_is_one_edit(upstream_tree: Path, tmp_path: Path) -> None:
+    """kvm_destroy_vm stands for a statement of kvm_arch_destroy_vm() and one of perf_release_mediated_pmu();
+    the step exists only with the VM lifecycle, so the edit is a pattern that may match nothing elsewhere."""
+    root = copy(upstream_tree, tmp_path)
+    edit(root, "arch/x86/kvm/x86.c", "\tif (kvm->arch.created_mediated_pmu) perf_release_mediated_pmu();\n", "")
+    edit(root, "kernel/events/core.c", "\tatomic_dec(&nr_mediated_pmu_vms);\n", "")
+    d = derive(str(root))
+    assert d.base.name == "upstream" and [e.describe() for e in d.edits] == ["delete vcpu_run:[k]vm_destroy_vm"]
+
+
+def test_amd_overflow_wait_and_inactive_warn_are_anchored(upstream_tree: Path, tmp_path: Path) -> None:
+    root = copy(upstream_tree, tmp_path)
+    edit(root, "arch/x86/events/amd/core.c", "\tamd_pmu_check_overflow();\n", "")
+    assert derive(str(root)).design.name == "amd-no-overflow-wait"
+    edit(root, "arch/x86/events/amd/core.c", "\t\tWARN(new_bits, ...);\n", "")
+    r = next(r for r in match_tree(root, get_design("amd-no-overflow-wait")) if r.cf.name == "amd_pmu_v2_handle_irq")
+    assert [a.step for a in r.anchors if a.status == "missing"] == ["ack_status"]
+    with pytest.raises(VpmuError, match="amd_pmu_v2_handle_irq"):
+        derive(str(root))  # the ack is there, its WARN is not: no deletion of a whole step
+
+
+def test_legacy_designs_are_refused(upstream_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["source", "check", "--kernel", str(upstream_tree), "--design", "legacy"],
+        ["diff", "upstream", "legacy-no-fold", "--c"],
+    ):
+        assert main(argv) == 2
+        assert "enable_mediated_pmu" in capsys.readouterr().err
+    assert main(["diff", "upstream", "perf-pmu-disabled", "--c"]) == 0
+    out = capsys.readouterr().out
+    # V18's perf_pmu_disable() has no C in any tree: said, not invented
+    assert "not in the C below: perf_load_guest_context:perf_pmu_disable" in out
+    assert "-\tperf_ctx_enable(&cpuctx->ctx, EVENT_GUEST);" in out

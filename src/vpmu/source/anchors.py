@@ -83,7 +83,9 @@ LOCKDEP = "lockdep check: IRQs are off by construction in the model (vcpu_enter_
 NO_TASK_CTX = "no task context: host events are CPU events in the model (docs/fidelity.md)"
 MEDIATED_ON = "the model's vCPU always has a mediated PMU and an in-kernel LAPIC"
 MEDIATED_CHECK = "if (!kvm_vcpu_has_mediated_pmu(vcpu) || KVM_BUG_ON(!lapic_in_kernel(vcpu), vcpu->kvm)) return;"
-NO_INACTIVE_WARN = "the inactive-counter WARN is not modelled (docs/fidelity.md §7)"
+NMI_STATS = "NMI statistics (nmi_stats, irq_stat): counters nothing in the model reads"
+WARN_ONCE = "warn-once bookkeeping (status_warned): the model's first WARN already is a violation"
+NO_REASON_PORT = "the NMI reason port (SERR/IOCHK, external NMIs) is not modelled: the model has no such NMI source"
 UNROLLED = "loop over counters: the model unrolls it per counter of the configured vCPU"
 
 EVENTS_CORE = "kernel/events/core.c"
@@ -95,6 +97,7 @@ KVM_X86 = "arch/x86/kvm/x86.c"
 VMX_PMU = "arch/x86/kvm/vmx/pmu_intel.c"
 SVM_PMU = "arch/x86/kvm/svm/pmu.c"
 SVM = "arch/x86/kvm/svm/svm.c"
+NMI = "arch/x86/kernel/nmi.c"
 
 FUNCTIONS: tuple[CFunction, ...] = (
     CFunction(
@@ -166,6 +169,75 @@ FUNCTIONS: tuple[CFunction, ...] = (
         "§2.4; drain_latched is put-drains-latch's step (F3)",
     ),
     CFunction(
+        "default_do_nmi",
+        NMI,
+        "default_do_nmi",
+        COMPLETE,
+        "static noinstr void default_do_nmi(struct pt_regs *regs)",
+        (
+            O("unsigned char reason = 0;", NO_REASON_PORT),
+            O("bool b2b = false;", LOCAL),
+            # the back-to-back test runs first here; the model folds it into its last step, as
+            # nothing in between reads swallow_nmi (kernel/nmi.py)
+            S("if (regs->ip == __this_cpu_read(last_nmi_rip))", "iret"),
+            S("b2b = true;", "iret", 1),
+            S("else", "iret"),
+            S("__this_cpu_write(swallow_nmi, false);", "iret", 1),
+            # the model's stand-in for last_nmi_rip: the next NMI is back to back iff it is latched now
+            S("__this_cpu_write(last_nmi_rip, regs->ip);", "iret"),
+            O("instrumentation_begin();", "an instrumentation marker, no code"),
+            O(
+                "if (microcode_nmi_handler_enabled() && microcode_nmi_handler()) goto out;",
+                "microcode's NMI handler (late loading) is not modelled",
+            ),
+            # NMI_LOCAL: perf's handler here; the backtrace handler is in the iret step
+            S("handled = nmi_handle(NMI_LOCAL, regs);", "perf_event_nmi_handler"),
+            O("__this_cpu_add(nmi_stats.normal, handled);", NMI_STATS),
+            S("if (handled)", "iret"),
+            S("if (handled > 1) __this_cpu_write(swallow_nmi, true);", "iret", 1, unless=("no-nmi-swallow",)),
+            S("goto out;", "iret", 1),
+            O("while (!raw_spin_trylock(&nmi_reason_lock))", NO_REASON_PORT),
+            O("run_crash_ipi_callback(regs);", "crash dumps are not modelled", 1),
+            O("cpu_relax();", NO_REASON_PORT, 1),
+            O("reason = x86_platform.get_nmi_reason();", NO_REASON_PORT),
+            O("if (reason & NMI_REASON_MASK)", NO_REASON_PORT),
+            O("if (reason & NMI_REASON_SERR)", NO_REASON_PORT, 1),
+            O("pci_serr_error(reason, regs);", NO_REASON_PORT, 2),
+            O("else", NO_REASON_PORT, 1),
+            O("if (reason & NMI_REASON_IOCHK) io_check_error(reason, regs);", NO_REASON_PORT, 2),
+            O("if (IS_ENABLED(CONFIG_X86_32)) reassert_nmi();", "32-bit hosts are not modelled", 1),
+            O("__this_cpu_add(nmi_stats.external, 1);", NMI_STATS, 1),
+            O("raw_spin_unlock(&nmi_reason_lock);", NO_REASON_PORT, 1),
+            O("goto out;", NO_REASON_PORT, 1),
+            O("raw_spin_unlock(&nmi_reason_lock);", NO_REASON_PORT),
+            S("if (b2b && __this_cpu_read(swallow_nmi))", "iret"),
+            O("__this_cpu_add(nmi_stats.swallow, 1);", NMI_STATS, 1),
+            S("else", "iret"),
+            S("unknown_nmi_error(reason, regs);", "iret", 1),
+            S("out:", "iret"),
+            O("instrumentation_end();", "an instrumentation marker, no code"),
+        ),
+        "V6; every NMI enters here (designs.ENTRIES)",
+    ),
+    CFunction(
+        "default_do_nmi",
+        NMI,
+        "unknown_nmi_error",
+        COMPLETE,
+        "static void unknown_nmi_error(unsigned char reason, struct pt_regs *regs)",
+        (
+            O("handled = nmi_handle(NMI_UNKNOWN, regs);", "no NMI_UNKNOWN handler is registered in the model"),
+            O("if (handled)", "no NMI_UNKNOWN handler is registered in the model"),
+            O("__this_cpu_add(nmi_stats.unknown, handled);", NMI_STATS, 1),
+            O("return;", "no NMI_UNKNOWN handler is registered in the model", 1),
+            O("__this_cpu_add(nmi_stats.unknown, 1);", NMI_STATS),
+            S("pr_emerg_ratelimited(...);", "iret"),
+            S("if (unknown_nmi_panic || panic_on_unrecovered_nmi) nmi_panic(regs, ...);", "iret"),
+            S("pr_emerg_ratelimited(...);", "iret"),
+        ),
+        "V6; the machine's unknown_nmi_panic switch",
+    ),
+    CFunction(
         "perf_event_nmi_handler",
         X86_EVENTS,
         "perf_event_nmi_handler",
@@ -178,9 +250,9 @@ FUNCTIONS: tuple[CFunction, ...] = (
             S("ret = static_call(x86_pmu_handle_irq)(regs);", "handle_irq"),
             O("finish_clock = sched_clock();", "NMI duration accounting: no time in the model"),
             O("perf_sample_event_took(finish_clock - start_clock);", "NMI duration accounting: no time in the model"),
-            S("return ret;", "iret"),
+            S("return ret;", "handle_irq"),
         ),
-        "§2.4, H5",
+        "§2.4, H5; the vendor handler adds what it handled to the model's nmi.handled (default_do_nmi sums it)",
     ),
     CFunction(
         "intel_pmu_handle_irq",
@@ -221,7 +293,8 @@ FUNCTIONS: tuple[CFunction, ...] = (
             S("if (pmu_enabled) __intel_pmu_enable_all(0, true);", "enable_all"),
             O("intel_bts_enable_local();", "BTS is not modelled"),
             S("if (late_ack) apic_write(APIC_LVTPC, APIC_DM_NMI);", "late_ack"),
-            O("return handled;", "the NMI's return value: the model's NMI context ends at perf_event_nmi_handler"),
+            O("return handled;", "a return: handle_pmi_common adds each status bit to the model's nmi.handled, "
+              "which default_do_nmi reads"),
         ),
         "§3.1",
     ),
@@ -233,7 +306,7 @@ FUNCTIONS: tuple[CFunction, ...] = (
         "static int amd_pmu_v2_handle_irq(struct pt_regs *regs)",
         (
             O("struct cpu_hw_events *cpuc = this_cpu_ptr(&cpu_hw_events);", LOCAL),
-            O("static atomic64_t status_warned = ATOMIC64_INIT(0);", "warning bookkeeping, not PMU state"),
+            O("static atomic64_t status_warned = ATOMIC64_INIT(0);", WARN_ONCE),
             O("int handled = 0, idx;", LOCAL),
             S("pmu_enabled = cpuc->enabled;", "disable_all"),
             S("cpuc->enabled = 0;", "disable_all"),
@@ -243,35 +316,66 @@ FUNCTIONS: tuple[CFunction, ...] = (
             O("if (x86_pmu.lbr_nr)", "LBR is not modelled"),
             O("amd_pmu_lbr_read();", "LBR is not modelled", 1),
             O("status &= ~GLOBAL_STATUS_LBRS_FROZEN;", "LBR is not modelled", 1),
-            O("reserved = status & ~amd_pmu_global_cntr_mask;", "the model's status has no reserved bits"),
-            O("if (reserved) pr_warn_once(...);", "the model's status has no reserved bits"),
-            O("status &= amd_pmu_global_cntr_mask;", "the model's status has no reserved bits"),
-            S("for_each_set_bit(idx, x86_pmu.cntr_mask, X86_PMC_IDX_MAX)", "handle_pmi_common"),
-            O("if (!test_bit(idx, cpuc->active_mask)) continue;", "handle_pmi_common walks active events", 1),
+            O("reserved = status & ~amd_pmu_global_cntr_mask;", "reserved bits only feed the pr_warn_once below"),
+            O("if (reserved) pr_warn_once(...);", "a log message, not PMU state"),
+            S("status &= amd_pmu_global_cntr_mask;", "handle_overflows"),
+            S("for_each_set_bit(idx, x86_pmu.cntr_mask, X86_PMC_IDX_MAX)", "handle_overflows"),
+            S("if (!test_bit(idx, cpuc->active_mask)) continue;", "handle_overflows", 1),
             O("event = cpuc->events[idx];", LOCAL, 1),
             O("hwc = &event->hw;", LOCAL, 1),
-            S("x86_perf_event_update(event);", "handle_pmi_common", 1),
+            S("x86_perf_event_update(event);", "handle_overflows", 1),
             O("mask = BIT_ULL(idx);", LOCAL, 1),
-            O("if (!(status & mask)) continue;", "handle_pmi_common tests each event's status bit", 1),
-            O("handled++;", "the NMI's return value is not modelled", 1),
-            O("status &= ~mask;", "the inactive-counter warning below is not modelled", 1),
+            S("if (!(status & mask)) continue;", "handle_overflows", 1),
+            S("handled++;", "handle_overflows", 1),
+            S("status &= ~mask;", "handle_overflows", 1),
             O("perf_sample_data_init(&data, 0, hwc->last_period);", "the sample itself is not modelled", 1),
-            S("if (!x86_perf_event_set_period(event)) continue;", "handle_pmi_common", 1),
+            S("if (!x86_perf_event_set_period(event)) continue;", "handle_overflows", 1),
             O("perf_sample_save_brstack(&data, event, &cpuc->lbr_stack, NULL);", "LBR is not modelled", 1),
             O("perf_event_overflow(event, &data, regs);", "the sample is not modelled; obs counts the PMI", 1),
-            O("if (status > 0)", NO_INACTIVE_WARN),
-            O("prev_bits = atomic64_fetch_or(status, &status_warned);", NO_INACTIVE_WARN, 1),
-            O("new_bits = status & ~prev_bits;", NO_INACTIVE_WARN, 1),
-            O("WARN(new_bits, ...);", NO_INACTIVE_WARN, 1),
-            # acks ~(bits left unhandled); the model acks the bits it read (docs/fidelity.md §7)
+            S("if (status > 0)", "ack_status"),
+            O("prev_bits = atomic64_fetch_or(status, &status_warned);", WARN_ONCE, 1),
+            O("new_bits = status & ~prev_bits;", WARN_ONCE, 1),
+            S("WARN(new_bits, ...);", "ack_status", 1),
             S("amd_pmu_ack_global_status(~status);", "ack_status"),
-            O("inc_irq_stat(apic_perf_irqs);", "interrupt statistics"),
+            O("inc_irq_stat(apic_perf_irqs);", NMI_STATS),
             S("done:", "done"),
             S("cpuc->enabled = pmu_enabled;", "done"),
             S("if (pmu_enabled) amd_pmu_core_enable_all();", "done"),
-            O("return amd_pmu_adjust_nmi_window(handled);", "the NMI's return value and the NMI window"),
+            S("return amd_pmu_adjust_nmi_window(handled);", "done", unless=("amd-no-nmi-window",)),
+            S("return handled;", "done", only=("amd-no-nmi-window",)),
         ),
-        "§3.1 AMD",
+        "§3.1 AMD; the WARN on inactive counters and the ack of ~status are v7.0's",
+    ),
+    CFunction(
+        "amd_pmu_v2_handle_irq",
+        AMD_EVENTS,
+        "amd_pmu_adjust_nmi_window",
+        COMPLETE,
+        "static inline int amd_pmu_adjust_nmi_window(int handled)",
+        (
+            S("if (handled)", "done"),
+            S("this_cpu_write(perf_nmi_tstamp, jiffies + perf_nmi_window);", "done", 1),
+            S("return handled;", "done", 1),
+            # no time in the model: a window, once open, stays open (docs/fidelity.md §7)
+            S("if (time_after(jiffies, this_cpu_read(perf_nmi_tstamp))) return NMI_DONE;", "done"),
+            S("return NMI_HANDLED;", "done"),
+        ),
+        "§3.1 AMD; the done step's return value",
+    ),
+    CFunction(
+        "perf_load_guest_context",
+        AMD_EVENTS,
+        "amd_pmu_v2_disable_all",
+        COMPLETE,
+        "static void amd_pmu_v2_disable_all(void)",
+        (
+            O("amd_pmu_core_disable_all();", "GlobalCtl = 0: the caller's perf_ctx_disable step (x86_pmu_disable)"),
+            O("amd_pmu_lbr_disable_all();", "LBR is not modelled"),
+            S("amd_pmu_check_overflow();", "amd_pmu_check_overflow"),
+        ),
+        # amd_pmu_check_overflow() itself is not anchored: amd_pmu_disable_all() (pre-PerfMonV2) calls it too,
+        # so its body stays in a tree whose v2 disable_all does not wait; the call stands for the step.
+        "x86_pmu_disable() on AMD; the wait is the same step in perf_put_guest_context and the mux handler",
     ),
     CFunction(
         "amd_pmu_reload_virt",
@@ -496,6 +600,65 @@ FUNCTIONS: tuple[CFunction, ...] = (
         "§5.5, H19, F2; reached from handle_exit (intel_pmu_set_msr, MSR_CORE_PERF_FIXED_CTR_CTRL)",
     ),
     CFunction(
+        "vcpu_enter_guest",
+        KVM_PMU,
+        "kvm_vm_ioctl_set_pmu_event_filter",
+        PARTIAL,
+        "int kvm_vm_ioctl_set_pmu_event_filter(struct kvm *kvm, void __user *argp)",
+        (
+            S("r = prepare_filter_lists(filter);", "handle_exit"),
+            S(
+                "filter = rcu_replace_pointer(kvm->arch.pmu_event_filter, filter, mutex_is_locked(&kvm->lock));",
+                "handle_exit",
+            ),
+            S(
+                "atomic64_set(&vcpu_to_pmu(vcpu)->__reprogram_pmi, -1ull);",
+                "handle_exit",
+                unless=("filter-no-reprogram",),
+            ),
+            S("kvm_make_all_cpus_request(kvm, KVM_REQ_PMU);", "handle_exit"),
+        ),
+        "§5.5, H19; userspace's ioctl at a ucall exit, modelled in handle_exit (kernel/pmu_filter.py)",
+    ),
+    CFunction(
+        "vcpu_enter_guest",
+        KVM_X86,
+        "__handle_fastpath_wrmsr",
+        PARTIAL,
+        "static fastpath_t __handle_fastpath_wrmsr(struct kvm_vcpu *vcpu, u32 msr, u64 data)",
+        (
+            S(
+                "if (!kvm_pmu_is_fastpath_emulation_allowed(vcpu)) return EXIT_FASTPATH_NONE;",
+                "fastpath",
+                unless=("no-fastpath-guard",),
+            ),
+            S("if (!kvm_skip_emulated_instruction(vcpu)) return EXIT_FASTPATH_EXIT_USERSPACE;", "fastpath"),
+            S("return EXIT_FASTPATH_REENTER_GUEST;", "fastpath"),
+        ),
+        "§1.1, §5.6, H11: the TSC_DEADLINE write the guest uses",
+    ),
+    CFunction(
+        "vcpu_enter_guest",
+        KVM_X86,
+        "handle_fastpath_hlt",
+        COMPLETE,
+        "fastpath_t handle_fastpath_hlt(struct kvm_vcpu *vcpu)",
+        (
+            S(
+                "if (!kvm_pmu_is_fastpath_emulation_allowed(vcpu)) return EXIT_FASTPATH_NONE;",
+                "fastpath",
+                unless=("no-fastpath-guard",),
+            ),
+            S("if (!kvm_emulate_halt(vcpu)) return EXIT_FASTPATH_EXIT_USERSPACE;", "fastpath"),
+            O(
+                "if (kvm_vcpu_running(vcpu)) return EXIT_FASTPATH_REENTER_GUEST;",
+                "the model shows no wake event for a literal HLT: the vCPU is halted here",
+            ),
+            S("return EXIT_FASTPATH_EXIT_HANDLED;", "fastpath"),
+        ),
+        "§1.1, §5.6, H11: a literal HLT (guest/program.py)",
+    ),
+    CFunction(
         "vcpu_run",
         KVM_X86,
         "vcpu_run",
@@ -503,6 +666,62 @@ FUNCTIONS: tuple[CFunction, ...] = (
         "static int vcpu_run(struct kvm_vcpu *vcpu)",
         (S("r = vcpu_enter_guest(vcpu);", "enter_guest", 2),),
         "§1.1",
+    ),
+    CFunction(
+        "vcpu_run",
+        KVM_X86,
+        "kvm_arch_vcpu_precreate",
+        PARTIAL,
+        "int kvm_arch_vcpu_precreate(struct kvm *kvm, unsigned int id)",
+        (
+            S("r = perf_create_mediated_pmu();", "kvm_arch_vcpu_precreate", 2),
+            S("if (r)", "created", 2),
+            S("pr_warn_ratelimited(PERF_MEDIATED_PMU_MSG);", "create_failed", 3),
+        ),
+        "§2.1, H14, S4: KVM_CREATE_VCPU (worlds with [vm] lifecycle = true)",
+    ),
+    CFunction(
+        "vcpu_run",
+        EVENTS_CORE,
+        "perf_create_mediated_pmu",
+        COMPLETE,
+        "int perf_create_mediated_pmu(void)",
+        (
+            O("if (atomic_inc_not_zero(&nr_mediated_pmu_vms)) return 0;", "one VM in the model: none exists before it"),
+            O("guard(mutex)(&perf_mediated_pmu_mutex);", "perf_mediated_pmu_mutex: each step is atomic in the model"),
+            S(
+                "if (atomic_read(&nr_include_guest_events)) return -EBUSY;",
+                "kvm_arch_vcpu_precreate",
+                unless=("no-mediated-exclusion",),
+            ),
+            S("atomic_inc(&nr_mediated_pmu_vms);", "kvm_arch_vcpu_precreate"),
+            S("return 0;", "kvm_arch_vcpu_precreate"),
+        ),
+        "§2.2, H14",
+    ),
+    CFunction(
+        "vcpu_run",
+        KVM_X86,
+        "kvm_arch_destroy_vm",
+        PARTIAL,
+        "void kvm_arch_destroy_vm(struct kvm *kvm)",
+        (S("if (kvm->arch.created_mediated_pmu) perf_release_mediated_pmu();", "kvm_destroy_vm"),),
+        "§2.1, H14, S4",
+    ),
+    CFunction(
+        "vcpu_run",
+        EVENTS_CORE,
+        "perf_release_mediated_pmu",
+        COMPLETE,
+        "void perf_release_mediated_pmu(void)",
+        (
+            O(
+                "if (WARN_ON_ONCE(!atomic_read(&nr_mediated_pmu_vms))) return;",
+                "cannot fire: kvm_arch_destroy_vm() calls it only for the VM that created the mediated PMU",
+            ),
+            S("atomic_dec(&nr_mediated_pmu_vms);", "kvm_destroy_vm"),
+        ),
+        "§2.1, H14",
     ),
     CFunction(
         "kvm_enable_virtualization_cpu",
@@ -520,7 +739,10 @@ FUNCTIONS: tuple[CFunction, ...] = (
 
 #: Model steps that stand for no statement of their kernel function, and why.
 NOT_C: dict[str, dict[str, str]] = {
-    "perf_event_nmi_handler": {"iret": "the NMI return (hardware)"},
+    "perf_put_guest_context": {
+        "amd_pmu_check_overflow": "amd_pmu_v2_disable_all() -> amd_pmu_check_overflow(), anchored under "
+        "perf_load_guest_context",
+    },
     "kvm_handle_guest_mediated_pmi": {
         "apic_eoi": "the sysvec_perf_guest_mediated_pmi_handler wrapper acks the APIC before calling KVM (§2.5)",
         "iret": "the interrupt return (hardware)",
@@ -529,13 +751,13 @@ NOT_C: dict[str, dict[str, str]] = {
         "clgi": "inside svm_vcpu_enter_exit() (arch/x86/kvm/svm/svm.c), F-5.2",
         "stgi": "inside svm_vcpu_enter_exit() (arch/x86/kvm/svm/svm.c), F-5.2",
         "refresh_global_ctrl*": "in the vendor run function after VM-exit (vmx/svm), §1.4",
-        "fastpath": "the vendor fastpath handler (vmx_exit_handlers_fastpath / svm_exit_handlers_fastpath), §1.1",
     },
     "vcpu_run": {
         "again": "the for (;;) loop of vcpu_run: the model stops when the guest halts",
         "vcpu_put": "kvm_arch_vcpu_put() on the way out to userspace, not in vcpu_run",
         "perf_read": "the model's final read of host counts (host isolation), not kernel code",
         "end": "return to userspace",
+        "end_failed": "KVM_CREATE_VCPU returns the error to userspace",
     },
     "intel_pmu_handle_irq": {},
     "kvm_enable_virtualization_cpu": {
@@ -545,6 +767,8 @@ NOT_C: dict[str, dict[str, str]] = {
     "perf_mux_hrtimer_handler": {
         "apic_eoi": "the local APIC timer interrupt's wrapper acks the APIC",
         "iret": "the interrupt return (hardware)",
+        "amd_pmu_check_overflow": "amd_pmu_v2_disable_all() -> amd_pmu_check_overflow(), anchored under "
+        "perf_load_guest_context",
     },
 }
 

@@ -59,21 +59,25 @@ def _unknown_statements(root: Path) -> None:
 def _edits(base: Design, results: list[FunctionResult]) -> list[Edit] | None:
     """Deletes and swaps that turn ``base`` into the tree, or None if those cannot express it."""
     edits: list[Edit] = []
+    # A step may stand for statements of several kernel functions (handle_exit, default_do_nmi's iret):
+    # it is deleted when all of them are missing, once.
+    by_step: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if not r.found or r.foreign or r.unanchored:
             return None
-        cf = r.cf
-        by_step: dict[str, list[str]] = {}
         for a in r.anchors:
-            by_step.setdefault(a.step, []).append(a.status)
-        deleted = []
-        for step, statuses in by_step.items():
-            if all(s == "missing" for s in statuses):
-                deleted.append(step)
-            elif "missing" in statuses:
-                return None  # part of a step's C is gone: not a deletion of the step
-        for step in deleted:
-            edits.append(Edit("delete", cf.model, step, note="absent from the tree"))
+            by_step.setdefault((r.cf.model, a.step), []).append(a.status)
+    for (fn, step), statuses in by_step.items():
+        if all(s == "missing" for s in statuses):
+            everywhere = all(step in labels for labels in model.label_orders(base, fn))
+            # a step some machines only have (amd_pmu_check_overflow with PMI skid): an exact pattern,
+            # which may match nothing
+            pattern = step if everywhere or any(c in step for c in "*?[") else f"[{step[0]}]{step[1:]}"
+            edits.append(Edit("delete", fn, pattern, note="absent from the tree"))
+        elif "missing" in statuses:
+            return None  # part of a step's C is gone: not a deletion of the step
+    for r in results:
+        cf = r.cf
         if not any(a.status == "reordered" for a in r.anchors):
             continue
         line: dict[str, int] = {}
@@ -104,7 +108,8 @@ def derive(kernel: str) -> Derived:
     candidates = [
         d
         for d in (UPSTREAM, *(d for d in DESIGNS.values() if d is not UPSTREAM))
-        if not model.unanchored_labels(d) and not any(model.changed_keys(d, cf) for cf in FUNCTIONS)
+        if d.vpmu == "mediated"
+        and not model.unanchored_labels(d) and not any(model.changed_keys(d, cf) for cf in FUNCTIONS)
     ]
     best: tuple[int, Design, list[Edit]] | None = None
     for d in candidates:
@@ -130,15 +135,18 @@ def derive(kernel: str) -> Derived:
 
 
 def _inexpressible(root: Path, design: Design) -> str:
-    for r in match_tree(root, design):
+    results = match_tree(root, design)
+    kept = {(r.cf.model, a.step) for r in results for a in r.anchors if a.status != "missing"}
+    for r in results:
         for h in r.foreign:
             return (
                 f"{r.cf.path}:{h.stmt.line}: {r.cf.name}(): statement `{h.stmt.text}` is a step of another design "
                 f"that deletions and reorders of a known design cannot combine with the rest of the tree; "
                 f"write a design file (docs/design-files.md) for it"
             )
+    for r in results:
         for a in r.anchors:
-            if a.status == "missing":
+            if a.status == "missing" and (r.cf.model, a.step) in kept:
                 return (
                     f"{r.cf.path}: {r.cf.name}(): the statement `{a.c}` of step {r.cf.model}:{a.step} is missing "
                     f"while the step's other statements remain; write a design file (docs/design-files.md) for it"

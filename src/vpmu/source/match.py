@@ -211,4 +211,5 @@ def match_function(root: Path, cf: CFunction, design: Design) -> FunctionResult:
 
 
 def match_tree(root: Path, design: Design) -> list[FunctionResult]:
+    model.require_mediated(design)
     return [match_function(root, cf, design) for cf in FUNCTIONS]

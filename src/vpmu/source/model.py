@@ -1,9 +1,12 @@
 """The model's side of the anchors: the step order of each function of a design.
 
 A function's labels depend on the machine (vendor hooks, unrolled counters,
-the Intel PMI handler's ack placement), so a design is built on the default
-Intel world once per ack placement and on the default AMD world; a kernel
-function must agree with every one of those builds.
+the Intel PMI handler's ack placement, AMD's wait for a pending overflow with
+PMI skid) and on the world (the VM's creation and destruction with ``[vm]
+lifecycle``), so a design is built on the default Intel world once per ack
+placement, on the default AMD world, and on the default AMD world with PMI
+skid and the VM lifecycle; a kernel function must agree with every one of
+those builds.
 """
 
 from __future__ import annotations
@@ -11,10 +14,24 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import replace
 
+from vpmu.errors import VpmuError
 from vpmu.kernel.lang import Design, Function, Step
 from vpmu.source.anchors import CFunction
 
 _CACHE: dict[int, tuple[Design, tuple[dict[str, Function], ...]]] = {}
+
+
+def require_mediated(design: Design) -> None:
+    """Refuse a design of the perf-based (legacy) vPMU: the anchors are the mediated vPMU's functions, and a
+    kernel tree holds both vPMUs (the kvm_intel/kvm_amd parameter enable_mediated_pmu, off by default, picks
+    one when the module loads), so its code cannot say which of them runs."""
+    if design.vpmu != "mediated":
+        raise VpmuError(
+            f"design {design.name!r} is KVM's {design.vpmu} (perf-based) vPMU, whose steps are not anchored: the "
+            f"anchors are the mediated vPMU's kernel functions, and a Linux v7.0 tree holds both vPMUs (the "
+            f"kvm_intel/kvm_amd parameter enable_mediated_pmu picks one when the module loads); "
+            f"run vpmu check --design {design.name}"
+        )
 
 
 def _builds(design: Design) -> tuple[dict[str, Function], ...]:
@@ -30,9 +47,21 @@ def _builds(design: Design) -> tuple[dict[str, Function], ...]:
     for ack in ("early", "mid", "late"):
         if ack != intel.machine.host_ack:
             worlds.append(replace(intel, machine=replace(intel.machine, host_ack=ack)))
-    builds = tuple(System(design, w).functions for w in worlds)
-    _CACHE[id(design)] = (design, builds)
-    return builds
+    # amd_pmu_v2_disable_all()'s wait (amd_pmu_check_overflow) exists only with PMI skid; vcpu_run's
+    # kvm_arch_vcpu_precreate/kvm_destroy_vm steps only with the VM lifecycle.
+    worlds.append(replace(amd, machine=replace(amd.machine, pmi_skid=1), lifecycle=True))
+    builds: list[dict[str, Function]] = []
+    errors: list[VpmuError] = []
+    for w in worlds:
+        try:
+            builds.append(System(design, w).functions)
+        except VpmuError as e:  # an edit of a step only some worlds have (no-mediated-exclusion)
+            errors.append(e)
+            builds.append({})
+    if len(errors) == len(worlds):
+        raise errors[0]
+    _CACHE[id(design)] = (design, tuple(builds))
+    return tuple(builds)
 
 
 def label_orders(design: Design, model: str) -> list[list[str]]:
