@@ -410,7 +410,7 @@ def check_partitioned(
             layer_start = stats.states
             if max_states is not None and layer_start + sum(len(m.keys) for m in merged) > max_states:
                 merged = group.remerge(_cap_bound(merged, layer_start, max_states))
-                reason = f"state cap reached ({max_states} states)"
+                reason = f"state cap reached (--max-states {max_states})"
             ids = _ids(merged, layer_start)
             stats.transitions += sum(m.transitions for m in merged)
             new = sum(len(m.keys) for m in merged)

@@ -27,7 +27,7 @@ def add_executor_args(
     if partitions:
         p.add_argument(
             "--partitions",
-            type=non_negative_int,
+            type=int,
             default=0,
             metavar="N",
             help="split each world's search by state hash over N partitions (Ray actors with --executor ray; "
