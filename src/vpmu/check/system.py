@@ -15,6 +15,16 @@ It defines the state graph the checker explores:
 
 A move is a small tuple; :meth:`System.apply` performs one and returns what
 happened, which the trace writer prints.
+
+The state graph, for searches built on it (the explorer, a distributed one):
+:meth:`System.initial` is the initial state; :meth:`System.moves` lists the
+moves enabled in a state in a fixed order; :meth:`System.next_state` performs
+one without a trace record (what a search needs; ``apply`` is for replays);
+``running(s)[0]`` is the context that makes a state's next move (context
+switches are counted between consecutive moves), :meth:`System.violation` the
+violated property's index (0: none), and :meth:`System.finished` whether the
+vCPU task has finished. States are tuples of ints; all of these are pure
+functions of the state.
 """
 
 from __future__ import annotations
@@ -262,10 +272,20 @@ class System:
         return bool((s[cpu.irr] | s[cpu.isr]) & timer) or acked or self._irq_running(s, LOCAL_TIMER_VECTOR)
 
     def successors(self, s: State) -> list[tuple[Move, State]]:
-        return [(m, self.apply(s, m)[0]) for m in self.moves(s)]
+        """Every enabled move of ``s`` with the state it leads to, in :meth:`moves` order."""
+        return [(m, self._apply(s, m, False)[0]) for m in self.moves(s)]
+
+    def next_state(self, state: State, move: Move) -> State:
+        """The state one move leads to (what :meth:`apply` returns, without building its record)."""
+        return self._apply(state, move, False)[0]
 
     def apply(self, state: State, move: Move) -> tuple[State, StepRecord]:
         """Perform one move; return the new state and a record of it."""
+        new, rec = self._apply(state, move, True)
+        assert rec is not None
+        return new, rec
+
+    def _apply(self, state: State, move: Move, record: bool) -> tuple[State, StepRecord | None]:
         s = list(state)
         cpu, ghost = self.cpu, self.ghost
         cpu.log.clear()
@@ -273,8 +293,9 @@ class System:
         ctx, pc_slot, prog = self.running(s)
         ghost.instr = None
         ghost.context = ctx
+        rec: StepRecord | None
         if kind == STEP:
-            rec = self._step(state, s, ctx, pc_slot, prog)
+            rec = self._step(state, s, ctx, pc_slot, prog, record)
         elif kind == DELIVER:
             rec = self._deliver(s, ctx)
         elif kind == ASYNC_EXIT:
@@ -288,8 +309,12 @@ class System:
         else:
             s[self.perf_ops_left] -= 1
             rec = StepRecord(move, ctx, "timer" if arg == PERF_ROTATE else "IPI", self._perf_op(s, arg), [])
-        rec.move = move
-        rec.hw = list(cpu.log)
+        if rec is not None:
+            if record:
+                rec.move = move
+                rec.hw = list(cpu.log)
+            else:
+                rec = None
         ghost.after_step(state, s, cpu.log)
         if kind == STEP and ctx == TASK and s[self.task_pc] in self.checkpoints:
             prev = state[self.task_pc]
@@ -341,7 +366,9 @@ class System:
         s[self.irq_vec] = vec
         return f"interrupt {vec:#x}: {prog.entry}()"
 
-    def _step(self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program) -> StepRecord:
+    def _step(
+        self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program, record: bool = True
+    ) -> StepRecord | None:
         cpu, ghost = self.cpu, self.ghost
         pc = s[pc_slot]
         ins = prog.code[pc]
@@ -410,6 +437,8 @@ class System:
             if st.kind not in (VMENTER, END) and st.retire and not s[cpu.mode]:
                 cpu.retire(s, False, 0, 1)
                 ghost.host_retired(s, 1)
+        if not record:
+            return None  # a search move: the text is built only for traces (replays)
         text = st.listing()
         if st.kind == LOOP and n_units != 1:
             text = f"{n_units} of {text}"

@@ -89,12 +89,12 @@ class Pmu(ABC):
     def wrmsr(self, s: list[int], msr: int, value: int) -> None:
         """WRMSR with its architectural side effects; #GP as the manuals say."""
         writer = self._writers.get(msr)
-        name = M.msr_name(self.cfg.vendor, msr)
+        # The MSR's name only for the fault message: naming it on every write costs the checker time.
         if writer is None:
             what = "read-only" if msr in self._readers else "no such MSR"
-            raise Fault("#GP", f"WRMSR {name} <- {value:#x}: {what}")
+            raise Fault("#GP", f"WRMSR {M.msr_name(self.cfg.vendor, msr)} <- {value:#x}: {what}")
         if not 0 <= value < 1 << 64:
-            raise Fault("#GP", f"WRMSR {name} <- {value:#x}: not a 64-bit value")
+            raise Fault("#GP", f"WRMSR {M.msr_name(self.cfg.vendor, msr)} <- {value:#x}: not a 64-bit value")
         writer(s, value)
         self.log.append(("wrmsr", msr, value))
 
