@@ -55,6 +55,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise VpmuError(f"--max-states = {args.max_states} is not allowed; allowed: an integer >= 1")
     design = design_from_args(args)
     worlds = worlds_from_args(args)
+    if (args.checkpoint or args.resume) and len(worlds) != 1:
+        flag = "--checkpoint" if args.checkpoint else "--resume"
+        raise VpmuError(f"{flag} checks one world; {len(worlds)} worlds were given (pass one --world or --vendor)")
+    if args.checkpoint_every <= 0:
+        raise VpmuError(f"--checkpoint-every = {args.checkpoint_every} is not allowed; allowed: seconds > 0")
     st = Style(use_color(sys.stdout))
     rows = []
     out_json: list[dict[str, Any]] = []
@@ -68,6 +73,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             max_states=args.max_states,
             progress=progress_printer() if tty else None,
             fingerprint=args.fingerprint,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
         )
         if tty:
             sys.stderr.write("\r" + " " * 90 + "\r")
@@ -127,7 +135,9 @@ def register(sub: Any) -> None:
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
         "  vpmu check --world my-world.toml --property no-warn --json\n"
         "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html\n"
-        "  vpmu check --world big-world.toml --fingerprint",
+        "  vpmu check --world big-world.toml --fingerprint\n"
+        "  vpmu check --world big-world.toml --fingerprint --checkpoint big.ckpt   # Ctrl-C, then:\n"
+        "  vpmu check --world big-world.toml --fingerprint --checkpoint big.ckpt --resume big.ckpt",
         formatter_class=RAW,
     )
     add_design_world_args(p)
@@ -138,6 +148,21 @@ def register(sub: Any) -> None:
         action="store_true",
         help="remember visited states by a 64-bit fingerprint: far less memory; 'holds' then comes with the "
         "estimated probability that a fingerprint collision hid a state",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="save the search to FILE every --checkpoint-every seconds and when it stops incomplete (Ctrl-C, "
+        "--max-states); continue it with --resume FILE",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=float, default=600.0, metavar="SECONDS", help="seconds between saves (default 600)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="continue a search saved by --checkpoint (same design, world, properties and --fingerprint); the "
+        "result is that of an uninterrupted run",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
     p.add_argument("--no-trace", action="store_true", help="do not print counterexample tables")
