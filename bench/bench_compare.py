@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--world", action="append", help="world name(s) or TOML files (default: the default worlds)")
     ap.add_argument("--fingerprint", action="store_true", help="check in fingerprint mode")
     ap.add_argument("--rev-compiled", action="store_true", help="compile the revision's tree with mypyc too")
+    ap.add_argument("--src", help="the src directory to measure against the revision (default: this tree's src)")
     args = ap.parse_args()
     designs = args.design or ["perf-stays-disabled"]
     worlds = args.world or ["intel-default", "amd-default"]
@@ -99,7 +100,7 @@ def main() -> int:
         base = extract(args.rev, Path(tmp))
         if args.rev_compiled:
             compile_tree(base)
-        sides = {args.rev: base, "this tree": HERE / "src"}
+        sides = {args.rev: base, "this tree": Path(args.src) if args.src else HERE / "src"}
         for design in designs:
             for world in worlds:
                 best: dict[str, dict[str, object]] = {}

@@ -65,6 +65,7 @@ class Ghost(Observer):
             if cpu.cfg.amd and i < 4:
                 self._selectors[M.MSR_K7_EVNTSEL0 + i] = i
         self.gs_read_mask = cpu.counter_bits
+        self._amd = cpu.cfg.amd  # read after every step: a plain attribute, not the config's property
 
     # -- recording -------------------------------------------------------------------
     def fail(self, s: list[int], prop: str, msg: str) -> None:
@@ -291,7 +292,7 @@ class Ghost(Observer):
                         "no-guest-counting-in-host",
                         f"{self.where()}: FIXED_CTR{j} has guest control and counts in host mode",
                     )
-        if cpu.cfg.amd:
+        if self._amd:
             for i in range(cpu.cfg.num_gp):
                 sel = s[cpu.evtsel + i]
                 if (

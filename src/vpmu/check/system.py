@@ -205,7 +205,7 @@ class System:
             return IRQ_CTX, self.irq_pc, self.irq_programs[s[self.irq_vec]]
         return TASK, self.task_pc, self.task
 
-    def finished(self, s: State) -> bool:
+    def finished(self, s: State | list[int]) -> bool:
         return (
             not s[self.cpu.mode]
             and s[self.nmi_pc] < 0
@@ -216,10 +216,10 @@ class System:
     def _deliverable(self, s: State | list[int]) -> bool:
         cpu = self.cpu
         if s[cpu.mode]:
-            return cpu.guest_exit_pending(s) != V.EXIT_NONE  # type: ignore[arg-type]
-        if cpu.host_nmi_deliverable(s):  # type: ignore[arg-type]
+            return cpu.guest_exit_pending(s) != V.EXIT_NONE
+        if cpu.host_nmi_deliverable(s):
             return True
-        return s[self.irq_pc] < 0 and s[self.nmi_pc] < 0 and cpu.host_irq_deliverable(s) != 0  # type: ignore[arg-type]
+        return s[self.irq_pc] < 0 and s[self.nmi_pc] < 0 and cpu.host_irq_deliverable(s) != 0
 
     # -- the state graph -------------------------------------------------------------------------
     def moves(self, s: State) -> list[Move]:
@@ -228,7 +228,8 @@ class System:
             return []
         out: list[Move] = []
         done = self.finished(s)
-        if self._deliverable(s):
+        deliverable = self._deliverable(s)
+        if deliverable:
             out.append((DELIVER, 0))
             if self.cpu.skid >= 0 and s[self.cpu.skid] > 0:
                 out.append((STEP, 0))
@@ -236,7 +237,7 @@ class System:
             out.append((STEP, 0))
         if done:
             return out
-        if s[self.cpu.mode] and s[self.exits_left] > 0 and not self._deliverable(s):
+        if s[self.cpu.mode] and s[self.exits_left] > 0 and not deliverable:
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
         if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending]:
             out.append((NMI, 0))
@@ -321,11 +322,9 @@ class System:
             for start, judge in self.checkpoints[s[self.task_pc]]:
                 if start <= prev < s[self.task_pc]:
                     judge(s)
-        new = tuple(s)
-        if not s[ghost.violation] and self.finished(new) and not self._deliverable(new):
+        if not s[ghost.violation] and self.finished(s) and not self._deliverable(s):
             ghost.terminal(s)
-            new = tuple(s)
-        return new, rec
+        return tuple(s), rec
 
     def _perf_op(self, s: list[int], arg: int) -> str:
         """Start a host perf operation from another CPU; describe it."""
