@@ -29,6 +29,7 @@ COMPILED = [
     "src/vpmu/guest/program.py",
     "src/vpmu/check/reference.py",
     "src/vpmu/check/ghost.py",
+    "src/vpmu/check/fpset.py",
     "src/vpmu/check/system.py",
     "src/vpmu/check/explore.py",
 ]

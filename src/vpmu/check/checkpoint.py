@@ -9,8 +9,8 @@ design's compiled code and the world; loading refuses a file made for anything e
 
 Layout: a magic line, a pickled header, a pickled body (the frontier and counters; in
 exact mode also the visited states), then the raw arrays (parent ids, move indices, and
-in fingerprint mode the 64-bit fingerprints of each shard), so a 10^8-state checkpoint
-is written at disk speed and about 14 bytes per state. A save goes to ``FILE.tmp``
+in fingerprint mode the fingerprint table), so a 10^8-state checkpoint is written at
+disk speed, about 6 bytes per state plus the table's 11-21. A save goes to ``FILE.tmp``
 first and replaces ``FILE`` when complete, so an interrupted save keeps the last one.
 """
 
@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import vpmu
+from vpmu.check.fpset import FingerprintSet
 from vpmu.errors import VpmuError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def save(path: str, system: System, search: Search) -> None:
         "finished_any": search.finished_any,
         "seconds": search.seconds,
         "states": len(search.parent),
-        "shards": [len(shard) for shard in search.seen],
+        "seen": search.seen.header(),
         "ids": search.ids,
     }
     try:
@@ -101,8 +102,7 @@ def save(path: str, system: System, search: Search) -> None:
             pickle.dump(body, f, protocol=pickle.HIGHEST_PROTOCOL)
             search.parent.tofile(f)
             search.via.tofile(f)
-            for shard in search.seen:
-                array("q", shard).tofile(f)
+            search.seen.write(f)
         os.replace(tmp, path)
     except OSError as e:
         raise VpmuError(f"--checkpoint {path}: cannot write it: {e.strerror or e}") from None
@@ -151,12 +151,7 @@ def load(path: str, system: System, fingerprint: bool) -> Search:
             search.parent.fromfile(f, n)
             search.via = array("H")
             search.via.fromfile(f, n)
-            for shard, size in zip(search.seen, body["shards"], strict=True):
-                shard.clear()
-                keys = array("q")
-                keys.fromfile(f, size)
-                shard.update(keys)
-                del keys
+            search.seen = FingerprintSet.read(f, body["seen"])
         except (EOFError, ValueError) as e:
             raise VpmuError(f"--resume {path}: damaged or truncated checkpoint ({e})") from None
         if f.read(1):

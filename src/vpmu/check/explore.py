@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vpmu.check import properties as P
+from vpmu.check.fpset import FingerprintSet
 from vpmu.check.system import Move, StepRecord, System
 from vpmu.hw.layout import State
 
@@ -117,12 +118,6 @@ class Result:
 
 Progress = Callable[[Stats, int], None]
 
-#: Fingerprint mode spreads the visited fingerprints over this many sets, by their low
-#: bits: each set grows (and briefly holds its old and new tables) on its own, so the
-#: peak stays near the average instead of doubling when one big set resizes.
-SHARDS = 64
-
-
 class Search:
     """The explorer's memory between BFS layers: everything a checkpoint holds.
 
@@ -131,7 +126,7 @@ class Search:
     move in ``System.moves(parent)``), in typed arrays of 4 and 2 bytes. The visited
     set: exact mode, ``ids`` maps every state to its id; fingerprint mode, ``seen``
     holds the fingerprints of the finished layers only (the layer being built has its
-    own dict), in :data:`SHARDS` sets. The frontier is the last finished layer's
+    own dict), in a flat table of 64-bit ints (:mod:`vpmu.check.fpset`). The frontier is the last finished layer's
     states that do not violate, with their ids and their fewest context switches.
     """
 
@@ -139,10 +134,9 @@ class Search:
         init = system.initial()
         self.fingerprint = fingerprint
         self.ids: dict[State, int] = {} if fingerprint else {init: 0}
-        self.seen: list[set[int]] = [set() for _ in range(SHARDS)] if fingerprint else []
+        self.seen = FingerprintSet()
         if fingerprint:
-            key = state_fingerprint(init)
-            self.seen[key % SHARDS].add(key)
+            self.seen.add(state_fingerprint(init))
         self.parent = array("i", [-1])
         self.via = array("H", [0])
         self.frontier: list[State] = [init]
@@ -279,7 +273,7 @@ def _search(
                             tid = ids.setdefault(t, new)
                         else:
                             key = fp(t)
-                            if key in seen[key % SHARDS]:
+                            if key in seen:
                                 continue  # reached in an earlier layer
                             tid = cur.setdefault(key, new)
                         if tid == new:
@@ -343,8 +337,7 @@ def _search(
                 stats.transitions = transitions
                 search.collisions, search.finished_any = collisions, finished_any
                 if fp is not None:
-                    for key in cur:
-                        seen[key % SHARDS].add(key)
+                    seen.update(cur)
                 del cur
                 keep = [i for i, t in enumerate(layer) if not violation(t)] if found else range(len(layer))
                 frontier = [layer[i] for i in keep]
