@@ -57,5 +57,14 @@ def scenario_runs(fingerprint: bool = False) -> dict[str, Any]:
     return out
 
 
+def dumps(golden: dict[str, dict[str, Any]]) -> str:
+    """One line per run, so a diff of the file shows which runs changed."""
+    groups = []
+    for group, runs in golden.items():
+        lines = [f"  {json.dumps(name)}: {json.dumps(run, separators=(',', ':'))}" for name, run in runs.items()]
+        groups.append(f" {json.dumps(group)}: {{\n" + ",\n".join(lines) + "\n }")
+    return "{\n" + ",\n".join(groups) + "\n}\n"
+
+
 if __name__ == "__main__":
-    print(json.dumps({"default": default_runs(), "scenarios": scenario_runs()}, indent=1))
+    print(dumps({"default": default_runs(), "scenarios": scenario_runs()}), end="")
