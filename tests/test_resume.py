@@ -123,6 +123,8 @@ def test_damaged_checkpoints_are_refused(saved: str, tmp_path: Path) -> None:
         check(_system(), fingerprint=True, resume=str(other))
     with pytest.raises(VpmuError, match="cannot read it"):
         check(_system(), fingerprint=True, resume=str(tmp_path / "missing.ckpt"))
+    with pytest.raises(VpmuError, match="cannot write it"):
+        check(_system(), checkpoint=str(tmp_path / "no" / "such" / "dir.ckpt"))
 
 
 def test_cli_checkpoint_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,6 +79,17 @@ def _header(system: System, fingerprint: bool) -> dict[str, Any]:
     }
 
 
+def probe(path: str) -> None:
+    """Refuse a checkpoint path that cannot be written (before the search starts)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb"):
+            pass
+        os.remove(tmp)
+    except OSError as e:
+        raise VpmuError(f"--checkpoint {path}: cannot write it: {e.strerror or e}") from None
+
+
 def save(path: str, system: System, search: Search) -> None:
     """Write ``search`` to ``path`` (atomically: via ``path.tmp``)."""
     tmp = path + ".tmp"

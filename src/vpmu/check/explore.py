@@ -202,6 +202,8 @@ def check(
     """
     from vpmu.check import checkpoint as C
 
+    if checkpoint is not None:
+        C.probe(checkpoint)  # a path that cannot be written is an error now, not after hours
     start = time.perf_counter()
     search = C.load(resume, system, fingerprint) if resume is not None else Search(system, fingerprint)
     gc_was = gc.isenabled()
