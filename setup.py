@@ -14,18 +14,20 @@ import os
 
 from setuptools import setup
 
-#: The modules the explorer runs for every transition (issue 15's profile). Modules that define
-#: frozen dataclasses which get pickled (designs and worlds sent to worker processes: kernel/lang.py,
-#: kernel/env.py, guest/program.py; hw/layout.py's slots) stay interpreted: mypyc's compiled
-#: frozen dataclasses cannot be unpickled.
+#: The modules the explorer runs for every transition (issue 15's profile).
 COMPILED = [
+    "src/vpmu/frozen.py",
+    "src/vpmu/hw/layout.py",
     "src/vpmu/hw/msr.py",
     "src/vpmu/hw/pmu.py",
     "src/vpmu/hw/apic.py",
     "src/vpmu/hw/virt.py",
+    "src/vpmu/kernel/lang.py",
+    "src/vpmu/kernel/env.py",
     "src/vpmu/kernel/kvm.py",
     "src/vpmu/kernel/perf.py",
     "src/vpmu/guest/isa.py",
+    "src/vpmu/guest/program.py",
     "src/vpmu/check/reference.py",
     "src/vpmu/check/ghost.py",
     "src/vpmu/check/fpset.py",
