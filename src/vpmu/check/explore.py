@@ -33,10 +33,12 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 from vpmu.check import properties as P
 from vpmu.check.fpset import FingerprintSet
 from vpmu.check.system import Move, StepRecord, System
+from vpmu.check.world import WorldSpec
 from vpmu.hw.layout import State
 
 HOLDS, VIOLATED, INCOMPLETE = "holds", "violated", "incomplete"
@@ -123,6 +125,23 @@ class Result:
 
 Progress = Callable[[Stats, int], None]
 
+
+class StateGraph(Protocol):
+    """What the explorer needs of a system (:class:`~vpmu.check.system.System` has it all;
+    tests pass small hand-made graphs). Checkpoints need a real System."""
+
+    world: WorldSpec
+    props: tuple[str, ...]
+    ghost: Any  # its ``message`` explains a violation
+
+    def initial(self) -> State: ...
+    def moves(self, s: State) -> list[Move]: ...
+    def next_state(self, state: State, move: Move) -> State: ...
+    def apply(self, state: State, move: Move) -> tuple[State, StepRecord]: ...
+    def running(self, s: State) -> tuple[str, int, Any]: ...
+    def violation(self, s: State) -> int: ...
+    def finished(self, s: State) -> bool: ...
+
 class Search:
     """The explorer's memory between BFS layers: everything a checkpoint holds.
 
@@ -135,7 +154,7 @@ class Search:
     states that do not violate, with their ids and their fewest context switches.
     """
 
-    def __init__(self, system: System, fingerprint: bool) -> None:
+    def __init__(self, system: StateGraph, fingerprint: bool) -> None:
         init = system.initial()
         self.fingerprint = fingerprint
         self.ids: dict[State, int] = {} if fingerprint else {init: 0}
@@ -157,7 +176,7 @@ class Search:
     def states(self) -> int:
         return len(self.parent)
 
-    def path_to(self, i: int, system: System) -> list[Move]:
+    def path_to(self, i: int, system: StateGraph) -> list[Move]:
         """The moves of the chosen shortest path from the initial state to state ``i``."""
         idx: list[int] = []
         while i > 0:
@@ -173,7 +192,7 @@ class Search:
 
 
 def check(
-    system: System,
+    system: StateGraph,
     max_states: int | None = None,
     progress: Progress | None = None,
     progress_every: float = 0.5,
@@ -202,10 +221,12 @@ def check(
     """
     from vpmu.check import checkpoint as C
 
+    if (checkpoint is not None or resume is not None) and not isinstance(system, System):
+        raise TypeError("checkpoints are made of a vpmu System's search")
     if checkpoint is not None:
         C.probe(checkpoint)  # a path that cannot be written is an error now, not after hours
     start = time.perf_counter()
-    search = C.load(resume, system, fingerprint) if resume is not None else Search(system, fingerprint)
+    search = C.load(resume, cast(System, system), fingerprint) if resume is not None else Search(system, fingerprint)
     gc_was = gc.isenabled()
     # The search allocates millions of tuples and ints that live until it ends: the
     # cyclic collector would scan them again and again and find nothing (issue 15).
@@ -221,7 +242,7 @@ def check(
 
 
 def _search(
-    system: System,
+    system: StateGraph,
     search: Search,
     start: float,
     max_states: int | None,
@@ -360,7 +381,7 @@ def _search(
                 search.seconds += now - start
                 start = now
                 with C.no_interrupt():
-                    C.save(checkpoint, system, search)
+                    C.save(checkpoint, cast(System, system), search)
                 last_save = time.perf_counter()
     except _Stop:
         pass
@@ -372,7 +393,7 @@ def _search(
     if reason and checkpoint is not None:
         search.seconds = stats.seconds
         with C.no_interrupt():
-            C.save(checkpoint, system, search)
+            C.save(checkpoint, cast(System, system), search)
         saved = f"; checkpoint saved to {checkpoint} (--resume it)"
         stats.depth = search.depth
 
@@ -406,7 +427,7 @@ class _Stop(Exception):
     pass
 
 
-def replay(system: System, path: list[Move], stats: Stats | None = None) -> Result:
+def replay(system: StateGraph, path: list[Move], stats: Stats | None = None) -> Result:
     """Re-run a path of moves from the initial state, recording every step."""
     s = system.initial()
     states = [s]
