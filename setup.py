@@ -14,11 +14,12 @@ import os
 
 from setuptools import setup
 
-#: The modules the explorer runs for every transition (issue 15's profile). kernel/env.py and
-#: vpmu/frozen.py stay interpreted: their classes are subclassed by interpreted code (conform's Tap,
-#: env.py's dataclasses), and interpreted classes cannot inherit from compiled ones. For the same
-#: reason the compiled System cannot be subclassed.
+#: The modules the explorer runs for every transition (issue 15's profile). kernel/env.py stays
+#: interpreted: its Observer is subclassed by interpreted code (conform's Tap), and interpreted
+#: classes cannot inherit from compiled ones. For the same reason the compiled System cannot be
+#: subclassed.
 COMPILED = [
+    "src/vpmu/frozen.py",
     "src/vpmu/hw/layout.py",
     "src/vpmu/hw/msr.py",
     "src/vpmu/hw/pmu.py",

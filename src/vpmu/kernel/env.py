@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 
 from vpmu.config import MachineConfig
 from vpmu.errors import VpmuError
-from vpmu.frozen import Frozen
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
 from vpmu.hw.virt import Cpu
 
 
 @dataclass(frozen=True)
-class HostEvent(Frozen):
+class HostEvent:
     """A host perf event on the core PMU (perf_event_attr, reduced).
 
     perf arms the counter to ``-period`` and re-arms it after each overflow
@@ -44,7 +43,7 @@ class HostEvent(Frozen):
 
 
 @dataclass(frozen=True)
-class VcpuSpec(Frozen):
+class VcpuSpec:
     """The vCPU's PMU as userspace configured it (CPUID, filter)."""
 
     num_gp: int
