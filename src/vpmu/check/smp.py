@@ -93,9 +93,9 @@ class SmpSystem(System):
             out.extend((MIGRATE, c) for c in range(self.ncpus) if c != s[self.vcpu_cpu])
         return out
 
-    def apply(self, state: State, move: tuple[int, int]) -> tuple[State, StepRecord]:
+    def _apply(self, state: State, move: tuple[int, int], record: bool) -> tuple[State, StepRecord | None]:
         if move[0] != MIGRATE:
-            return super().apply(state, move)
+            return super()._apply(state, move, record)
         s = list(state)
         src, dst = s[self.vcpu_cpu], move[1]
         for k, i in enumerate(self.per_cpu):
@@ -104,6 +104,8 @@ class SmpSystem(System):
             s[self.shadow[dst] + k] = 0  # the running pCPU's block lives in the live slots
         s[self.vcpu_cpu] = dst
         s[self.migrations_left] -= 1
+        if not record:
+            return tuple(s), None
         text = (
             f"the vCPU task is preempted on pCPU {src} (kvm_sched_out -> kvm_arch_vcpu_put) and "
             f"scheduled in on pCPU {dst} (kvm_sched_in -> kvm_arch_vcpu_load)"

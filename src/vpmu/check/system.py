@@ -15,6 +15,16 @@ It defines the state graph the checker explores:
 
 A move is a small tuple; :meth:`System.apply` performs one and returns what
 happened, which the trace writer prints.
+
+The state graph, for searches built on it (the explorer, a distributed one):
+:meth:`System.initial` is the initial state; :meth:`System.moves` lists the
+moves enabled in a state in a fixed order; :meth:`System.next_state` performs
+one without a trace record (what a search needs; ``apply`` is for replays);
+``running(s)[0]`` is the context that makes a state's next move (context
+switches are counted between consecutive moves), :meth:`System.violation` the
+violated property's index (0: none), and :meth:`System.finished` whether the
+vCPU task has finished. States are tuples of ints; all of these are pure
+functions of the state.
 """
 
 from __future__ import annotations
@@ -222,7 +232,7 @@ class System:
             return IRQ_CTX, self.irq_pc, self.irq_programs[s[self.irq_vec]]
         return TASK, self.task_pc, self.task
 
-    def finished(self, s: State) -> bool:
+    def finished(self, s: State | list[int]) -> bool:
         return (
             not s[self.cpu.mode]
             and s[self.nmi_pc] < 0
@@ -233,10 +243,10 @@ class System:
     def _deliverable(self, s: State | list[int]) -> bool:
         cpu = self.cpu
         if s[cpu.mode]:
-            return cpu.guest_exit_pending(s) != V.EXIT_NONE  # type: ignore[arg-type]
-        if cpu.host_nmi_deliverable(s):  # type: ignore[arg-type]
+            return cpu.guest_exit_pending(s) != V.EXIT_NONE
+        if cpu.host_nmi_deliverable(s):
             return True
-        return s[self.irq_pc] < 0 and s[self.nmi_pc] < 0 and cpu.host_irq_deliverable(s) != 0  # type: ignore[arg-type]
+        return s[self.irq_pc] < 0 and s[self.nmi_pc] < 0 and cpu.host_irq_deliverable(s) != 0
 
     # -- the state graph -------------------------------------------------------------------------
     def moves(self, s: State) -> list[Move]:
@@ -245,7 +255,8 @@ class System:
             return []
         out: list[Move] = []
         done = self.finished(s)
-        if self._deliverable(s):
+        deliverable = self._deliverable(s)
+        if deliverable:
             out.append((DELIVER, 0))
             if self.cpu.skid >= 0 and s[self.cpu.skid] > 0:
                 out.append((STEP, 0))
@@ -253,7 +264,7 @@ class System:
             out.append((STEP, 0))
         if done:
             return out
-        if s[self.cpu.mode] and s[self.exits_left] > 0 and not self._deliverable(s):
+        if s[self.cpu.mode] and s[self.exits_left] > 0 and not deliverable:
             out.extend((ASYNC_EXIT, r) for r in self.async_reasons)
         # A backtrace request waits until every target CPU cleared its bit (one at a time).
         if s[self.nmis_left] > 0 and not s[self.cpu.nmi_pending] and not s[self.env.nmi_backtrace]:
@@ -292,10 +303,20 @@ class System:
         return bool((s[cpu.irr] | s[cpu.isr]) & timer) or acked or self._irq_running(s, LOCAL_TIMER_VECTOR)
 
     def successors(self, s: State) -> list[tuple[Move, State]]:
-        return [(m, self.apply(s, m)[0]) for m in self.moves(s)]
+        """Every enabled move of ``s`` with the state it leads to, in :meth:`moves` order."""
+        return [(m, self._apply(s, m, False)[0]) for m in self.moves(s)]
+
+    def next_state(self, state: State, move: Move) -> State:
+        """The state one move leads to (what :meth:`apply` returns, without building its record)."""
+        return self._apply(state, move, False)[0]
 
     def apply(self, state: State, move: Move) -> tuple[State, StepRecord]:
         """Perform one move; return the new state and a record of it."""
+        new, rec = self._apply(state, move, True)
+        assert rec is not None
+        return new, rec
+
+    def _apply(self, state: State, move: Move, record: bool) -> tuple[State, StepRecord | None]:
         s = list(state)
         cpu, ghost = self.cpu, self.ghost
         cpu.log.clear()
@@ -303,8 +324,9 @@ class System:
         ctx, pc_slot, prog = self.running(s)
         ghost.instr = None
         ghost.context = ctx
+        rec: StepRecord | None
         if kind == STEP:
-            rec = self._step(state, s, ctx, pc_slot, prog)
+            rec = self._step(state, s, ctx, pc_slot, prog, record)
         elif kind == DELIVER:
             rec = self._deliver(s, ctx)
         elif kind == ASYNC_EXIT:
@@ -327,19 +349,21 @@ class System:
             text = self._perf_op(s, arg)
             label = "timer" if arg == PERF_ROTATE else "IPI" if "IPI" in text else "perf"  # no IPI: other CPU's own
             rec = StepRecord(move, ctx, label, text, [])
-        rec.move = move
-        rec.hw = list(cpu.log)
+        if rec is not None:
+            if record:
+                rec.move = move
+                rec.hw = list(cpu.log)
+            else:
+                rec = None
         ghost.after_step(state, s, cpu.log)
         if kind == STEP and ctx == TASK and s[self.task_pc] in self.checkpoints:
             prev = state[self.task_pc]
             for start, judge in self.checkpoints[s[self.task_pc]]:
                 if start <= prev < s[self.task_pc]:
                     judge(s)
-        new = tuple(s)
-        if not s[ghost.violation] and self.finished(new) and not self._deliverable(new):
+        if not s[ghost.violation] and self.finished(s) and not self._deliverable(s):
             ghost.terminal(s)
-            new = tuple(s)
-        return new, rec
+        return tuple(s), rec
 
     def _perf_op(self, s: list[int], arg: int) -> str:
         """Start a host perf operation from another CPU; describe it."""
@@ -394,7 +418,9 @@ class System:
         s[self.irq_vec] = vec
         return f"interrupt {vec:#x}: {prog.entry}()"
 
-    def _step(self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program) -> StepRecord:
+    def _step(
+        self, state: State, s: list[int], ctx: str, pc_slot: int, prog: Program, record: bool = True
+    ) -> StepRecord | None:
         cpu, ghost = self.cpu, self.ghost
         pc = s[pc_slot]
         ins = prog.code[pc]
@@ -469,6 +495,8 @@ class System:
             if st.kind not in (VMENTER, END) and st.retire and not s[cpu.mode]:
                 cpu.retire(s, False, 0, 1)
                 ghost.host_retired(s, 1)
+        if not record:
+            return None  # a search move: the text is built only for traces (replays)
         text = st.listing()
         if st.kind == LOOP and n_units != 1:
             text = f"{n_units} of {text}"
@@ -493,6 +521,8 @@ def _remote_perf_op(env: KernelEnv, s: list[int], arg: int) -> str:
         return f"CPU {ev.cpu} closes {ev.name} (its free: hw_perf_event_destroy(), active_events--)"
     s[env.ev_opened[e]] = 1
     return f"CPU {ev.cpu} opens {ev.name} for itself (perf_event_open: __x86_pmu_event_init(), active_events++)"
+
+
 def _check_ends(design: str, prog: Program, kind: str, what: str) -> None:
     """A context's program must end in its unconditional end (task) or iret (handler) step, or the
     context would run off its code: a design that deletes that step is refused by name."""

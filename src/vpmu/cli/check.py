@@ -86,6 +86,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     design = design_from_args(args)
     worlds = worlds_from_args(args)
+    if (args.checkpoint or args.resume) and len(worlds) != 1:
+        flag = "--checkpoint" if args.checkpoint else "--resume"
+        raise VpmuError(f"{flag} checks one world; {len(worlds)} worlds were given (pass one --world or --vendor)")
+    if args.checkpoint_every <= 0:
+        raise VpmuError(f"--checkpoint-every = {args.checkpoint_every} is not allowed; allowed: seconds > 0")
+    if (args.checkpoint or args.resume) and (args.executor or args.partitions):
+        raise VpmuError("--checkpoint/--resume save a local search; drop --executor and --partitions")
     props = world_properties(args, worlds)
     # Every world is built before any is explored: a world or design error costs no run.
     systems = [System(design, world, p) for world, p in zip(worlds, props, strict=True)]
@@ -114,6 +121,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                         max_states=args.max_states,
                         progress=prog.states(f"{design.name} on {world.name}"),
                         fingerprint=args.fingerprint,
+                        checkpoint=args.checkpoint,
+                        checkpoint_every=args.checkpoint_every,
+                        resume=args.resume,
                     )
             except KeyboardInterrupt:
                 result = Result(INCOMPLETE, Stats(), reason="interrupted")
@@ -244,7 +254,9 @@ def register(sub: Any) -> None:
         epilog="examples:\n  vpmu check\n  vpmu check --design seed-assert --vendor amd\n"
         "  vpmu check --world my-world.toml --property no-warn --json\n"
         "  vpmu check --design lvtpc-before-clear --vendor intel --html h1.html\n"
-        "  vpmu check --world big-world.toml --fingerprint",
+        "  vpmu check --world big-world.toml --fingerprint\n"
+        "  vpmu check --world big-world.toml --fingerprint --checkpoint big.ckpt   # Ctrl-C, then:\n"
+        "  vpmu check --world big-world.toml --fingerprint --checkpoint big.ckpt --resume big.ckpt",
         formatter_class=RAW,
     )
     add_design_world_args(p)
@@ -255,6 +267,21 @@ def register(sub: Any) -> None:
         action="store_true",
         help="remember visited states by a 64-bit fingerprint: far less memory; 'holds' then comes with the "
         "estimated probability that a fingerprint collision hid a state",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="save the search to FILE every --checkpoint-every seconds and when it stops incomplete (Ctrl-C, "
+        "--max-states); continue it with --resume FILE",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=float, default=600.0, metavar="SECONDS", help="seconds between saves (default 600)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="continue a search saved by --checkpoint (same design, world, properties and --fingerprint); the "
+        "result is that of an uninterrupted run",
     )
     p.add_argument("--json", action="store_true", help="print results as JSON (schema vpmu.check/1)")
     add_progress_args(p)

@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vpmu.errors import VpmuError
+from vpmu.frozen import Frozen
 from vpmu.guest.isa import GuestIsa
 from vpmu.hw import msr as M
 from vpmu.hw import virt as V
@@ -127,7 +128,7 @@ def msr_index(env: KernelEnv, name: str) -> int:
 
 
 @dataclass(frozen=True)
-class Value:
+class Value(Frozen):
     """A value operand: folded to ``const`` when it names no guest variable, else
     evaluated when the instruction runs (``$rax`` is what the last read returned)."""
 

@@ -8,6 +8,8 @@ host's RFLAGS.IF.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vpmu.config import MachineConfig
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
@@ -68,10 +70,10 @@ class Apic(Pmu):
             self._deliver(s, value)
 
     # -- delivery ---------------------------------------------------------------
-    def nmi_deliverable(self, s: list[int]) -> bool:
+    def nmi_deliverable(self, s: Sequence[int]) -> bool:
         return bool(s[self.nmi_pending]) and not s[self.nmi_blocked]
 
-    def irq_pending(self, s: list[int]) -> int:
+    def irq_pending(self, s: Sequence[int]) -> int:
         """Highest pending fixed vector whose priority class is above the highest
         in-service one (SDM Vol 3A §10.8.3), or 0."""
         irr = s[self.irr]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vpmu.frozen import Frozen
+
 State = tuple[int, ...]
 
 
@@ -28,7 +30,7 @@ def format_value(kind: str, value: int) -> str:
 
 
 @dataclass(frozen=True)
-class Slot:
+class Slot(Frozen):
     """One named slot: who owns it and how to print it."""
 
     name: str

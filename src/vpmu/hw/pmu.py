@@ -51,6 +51,7 @@ class Pmu(ABC):
         self.global_status = L.field(f"{p}GLOBAL_STATUS", o) if cfg.has_global_regs else -1
         self.debugctl = L.field(f"{p}DEBUGCTL", o)
         self.events = M.INTEL_EVENTS if cfg.intel else M.AMD_EVENTS
+        self._amd = cfg.amd  # read on every count: a plain attribute, not the config's property
         self._readers: dict[int, Reader] = {}
         self._writers: dict[int, Writer] = {}
         if cfg.intel:
@@ -89,12 +90,12 @@ class Pmu(ABC):
     def wrmsr(self, s: list[int], msr: int, value: int) -> None:
         """WRMSR with its architectural side effects; #GP as the manuals say."""
         writer = self._writers.get(msr)
-        name = M.msr_name(self.cfg.vendor, msr)
+        # The MSR's name only for the fault message: naming it on every write costs the checker time.
         if writer is None:
             what = "read-only" if msr in self._readers else "no such MSR"
-            raise Fault("#GP", f"WRMSR {name} <- {value:#x}: {what}")
+            raise Fault("#GP", f"WRMSR {M.msr_name(self.cfg.vendor, msr)} <- {value:#x}: {what}")
         if not 0 <= value < 1 << 64:
-            raise Fault("#GP", f"WRMSR {name} <- {value:#x}: not a 64-bit value")
+            raise Fault("#GP", f"WRMSR {M.msr_name(self.cfg.vendor, msr)} <- {value:#x}: not a 64-bit value")
         writer(s, value)
         self.log.append(("wrmsr", msr, value))
 
@@ -315,7 +316,7 @@ class Pmu(ABC):
             return None  # v4 CTR_Frz / AMD PMCF (F-1.7.2, F-3.5.1)
         if not sel & (M.EVENTSEL_OS if cpl == 0 else M.EVENTSEL_USR):
             return None
-        if cfg.amd:
+        if self._amd:
             go = sel & M.AMD64_EVENTSEL_GUESTONLY
             ho = sel & M.AMD64_EVENTSEL_HOSTONLY
             if self.svme(s):  # F-3.4, table "Host/Guest Only Bits"

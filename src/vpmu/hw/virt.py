@@ -8,6 +8,8 @@ makes the guest exit (the VMM always sets NMI and interrupt exiting).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vpmu.config import MachineConfig
 from vpmu.errors import Fault
 from vpmu.hw import msr as M
@@ -83,17 +85,17 @@ class Cpu(Apic):
         return self.svme_idx >= 0 and s[self.svme_idx] == 1
 
     # -- interrupt gating ---------------------------------------------------------
-    def host_nmi_deliverable(self, s: list[int]) -> bool:
+    def host_nmi_deliverable(self, s: Sequence[int]) -> bool:
         """Host mode: NMI pending, not blocked, and GIF=1 on AMD (F-5.2)."""
         return self.nmi_deliverable(s) and (self.gif < 0 or s[self.gif] == 1)
 
-    def host_irq_deliverable(self, s: list[int]) -> int:
+    def host_irq_deliverable(self, s: Sequence[int]) -> int:
         """Host mode: highest pending vector if RFLAGS.IF=1 (and GIF=1), else 0."""
         if not s[self.host_if] or (self.gif >= 0 and not s[self.gif]):
             return 0
         return self.irq_pending(s)
 
-    def guest_exit_pending(self, s: list[int]) -> int:
+    def guest_exit_pending(self, s: Sequence[int]) -> int:
         """Guest mode: the exit an arriving NMI or interrupt forces, or EXIT_NONE.
 
         An NMI exits with the NMI still to be handled by the host (F-4.4.1,

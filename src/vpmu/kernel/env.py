@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vpmu.config import MachineConfig
 from vpmu.errors import VpmuError
 from vpmu.hw import msr as M
 from vpmu.hw.layout import Layout
@@ -298,7 +299,7 @@ class KernelEnv:
         return any(s[o] for o in self.ev_here)
 
     @property
-    def cfg(self):  # type: ignore[no-untyped-def]
+    def cfg(self) -> MachineConfig:
         return self.cpu.cfg
 
     # -- vendor constants of kvm_pmu_ops (§4.1, §4.2) ------------------------------

@@ -14,7 +14,7 @@ from vpmu.hw import virt as V
 from vpmu.hw.virt import Cpu
 from vpmu.kernel import perf
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Action, Cond, Function, Step
+from vpmu.kernel.lang import CALL, END, IRET, VMENTER, WARN, Action, Builder, Cond, Function, Step
 from vpmu.kernel.pmu_filter import PreparedFilter
 
 #: An MSR whose guest writes KVM handles in the VM-exit fastpath (x2APIC
@@ -1123,7 +1123,7 @@ def kvm_handle_guest_mediated_pmi(env: KernelEnv) -> Function:
     )
 
 
-BUILDERS = {
+BUILDERS: dict[str, Builder] = {
     "kvm_enable_virtualization_cpu": kvm_enable_virtualization_cpu,
     "vcpu_run": vcpu_run,
     "vcpu_enter_guest": vcpu_enter_guest,

@@ -41,7 +41,7 @@ from vpmu.hw import virt as V
 from vpmu.kernel import kvm, perf
 from vpmu.kernel import perf_events as P
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, Action, Function, Step
+from vpmu.kernel.lang import CALL, Action, Builder, Function, Step
 
 # --- the PMC as KVM sees it ---------------------------------------------------------------
 
@@ -466,7 +466,7 @@ def amd_pmu_v2_handle_irq(env: KernelEnv, overflow: bool = True) -> Function:
 
 
 #: KVM functions of the legacy vPMU (the checker's ghost counts their writes as the guest's).
-KVM_BUILDERS = {
+KVM_BUILDERS: dict[str, Builder] = {
     "kvm_enable_virtualization_cpu": kvm.kvm_enable_virtualization_cpu,
     "vcpu_run": kvm.vcpu_run,
     "vcpu_enter_guest": vcpu_enter_guest,
@@ -474,7 +474,7 @@ KVM_BUILDERS = {
     "kvm_handle_guest_mediated_pmi": kvm.kvm_handle_guest_mediated_pmi,
 }
 #: Host perf with KVM's events: the PMI handlers call kvm_perf_overflow().
-PERF_BUILDERS = {
+PERF_BUILDERS: dict[str, Builder] = {
     **{k: v for k, v in perf.BUILDERS.items() if "guest_context" not in k and "guest_lvtpc" not in k},
     "intel_pmu_handle_irq": intel_pmu_handle_irq,
     "amd_pmu_v2_handle_irq": amd_pmu_v2_handle_irq,

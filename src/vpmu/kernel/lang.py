@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from vpmu.errors import VpmuError
+from vpmu.frozen import Frozen
 
 Action = Callable[[list[int]], None]
 Cond = Callable[[list[int]], bool]
@@ -36,7 +37,7 @@ RETURN = "return"  # a goto target: the end of the function (its caller continue
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(Frozen):
     """One atomic step of a kernel (or guest) function.
 
     ``text`` is the listing a kernel developer reads (``wrmsr(PERF_GLOBAL_CTRL, 0)``).
@@ -79,7 +80,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Function:
+class Function(Frozen):
     """A named sequence of steps.
 
     ``locals`` are state slots used as temporaries by this function; they are
@@ -113,7 +114,7 @@ StepFactory = Callable[..., Step]  # env -> Step, for edits whose step needs the
 
 
 @dataclass(frozen=True)
-class Edit:
+class Edit(Frozen):
     """An edit of one function of a design, by label."""
 
     op: str  # "delete", "swap", "replace", "insert_before", "insert_after"
@@ -171,7 +172,7 @@ class Edit:
 
 
 @dataclass(frozen=True)
-class Design:
+class Design(Frozen):
     """A named set of function builders plus the edits that derive it from its base.
 
     Builders take the kernel environment (see :mod:`vpmu.kernel.env`) and
@@ -241,7 +242,7 @@ class Design:
 
 
 @dataclass(frozen=True)
-class Instr:
+class Instr(Frozen):
     """One step of a compiled program: the step, where it came from, where it jumps."""
 
     step: Step
@@ -255,7 +256,7 @@ class Instr:
 
 
 @dataclass(frozen=True)
-class Program:
+class Program(Frozen):
     """A flat, inlined program for one context; pc indexes :attr:`code`."""
 
     entry: str

@@ -16,7 +16,7 @@ microcode's handler are not modelled (docs/fidelity.md).
 from __future__ import annotations
 
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, IRET, Function, Step
+from vpmu.kernel.lang import CALL, IRET, Builder, Function, Step
 
 
 def nmi_cpu_backtrace_handler(env: KernelEnv, s: list[int]) -> None:
@@ -84,4 +84,4 @@ def default_do_nmi(env: KernelEnv) -> Function:
     )
 
 
-BUILDERS = {"default_do_nmi": default_do_nmi}
+BUILDERS: dict[str, Builder] = {"default_do_nmi": default_do_nmi}

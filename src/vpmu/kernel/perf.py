@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from vpmu.hw import msr as M
 from vpmu.kernel.env import KernelEnv
-from vpmu.kernel.lang import CALL, IRET, RETURN, WARN, Function, Step
+from vpmu.kernel.lang import CALL, IRET, RETURN, WARN, Builder, Function, Step
 
 
 def _x86_pmu_disable(env: KernelEnv, label: str = "perf_ctx_disable") -> Step:
@@ -687,7 +687,7 @@ def perf_mux_hrtimer_handler(env: KernelEnv) -> Function:
     )
 
 
-BUILDERS = {
+BUILDERS: dict[str, Builder] = {
     "perf_event_ipi": perf_event_ipi,
     "perf_mux_hrtimer_handler": perf_mux_hrtimer_handler,
     "perf_load_guest_context": perf_load_guest_context,
