@@ -96,6 +96,9 @@ class Graph:
     def apply(self, s: tuple[str], m: tuple[int, int]) -> tuple[tuple[str], Any]:
         return (self.edges[s[0]][m[1]],), SimpleNamespace(context=self.ctx[s[0]], move=m, hw=[])
 
+    def next_state(self, s: tuple[str], m: tuple[int, int]) -> tuple[str]:
+        return (self.edges[s[0]][m[1]],)
+
     def violation(self, s: tuple[str]) -> int:
         return 1 if s[0].startswith("V") else 0
 

@@ -85,7 +85,7 @@ class System:
         if cls is System and world.cpus > 1:
             from vpmu.check.smp import SmpSystem
 
-            cls = SmpSystem
+            return super().__new__(SmpSystem)
         return super().__new__(cls)
 
     def __init__(self, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> None:
