@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from vpmu.check.explore import check
-from vpmu.check.smp import MIGRATE, SmpSystem, per_cpu_slot
+from vpmu.check.smp import MIGRATE, Smp, per_cpu_slot
 from vpmu.check.system import STEP, System
 from vpmu.check.world import builtin_worlds, parse_world, resolve_world
 from vpmu.designs import get_design
@@ -26,8 +26,8 @@ def _small(name: str, nmis: int = 0) -> System:
 def test_two_cpu_worlds_are_built_in_and_one_cpu_worlds_keep_the_plain_system() -> None:
     worlds = builtin_worlds()
     assert worlds["intel-smp"].cpus == worlds["amd-smp"].cpus == 2
-    assert type(System(get_design("upstream"), worlds["intel-default"])) is System
-    assert isinstance(System(get_design("upstream"), worlds["amd-smp"]), SmpSystem)
+    assert System(get_design("upstream"), worlds["intel-default"]).smp is None
+    assert isinstance(System(get_design("upstream"), worlds["amd-smp"]).smp, Smp)
 
 
 def test_what_is_per_cpu() -> None:
@@ -42,7 +42,8 @@ def test_what_is_per_cpu() -> None:
 
 def test_migration_swaps_the_pcpu_state_and_keeps_the_vcpus() -> None:
     system = _small("intel-smp")
-    assert isinstance(system, SmpSystem)
+    smp = system.smp
+    assert isinstance(smp, Smp)
     env, cpu = system.env, system.cpu
     s = system.initial()
     while not s[cpu.mode]:  # first trip into the guest: load on pCPU 0
@@ -53,15 +54,15 @@ def test_migration_swaps_the_pcpu_state_and_keeps_the_vcpus() -> None:
     assert system.task.code[s[system.task_pc]].qualified == "vcpu_run:again"
     before = s
     s, rec = system.apply(s, (MIGRATE, 1))
-    assert "kvm_arch_vcpu_put" in rec.text and "kvm_arch_vcpu_load" in rec.text and s[system.vcpu_cpu] == 1
-    for k, i in enumerate(system.per_cpu):  # pCPU 0's state went to its shadow, pCPU 1's (boot) came in
-        assert s[system.shadow[0] + k] == before[i]
+    assert "kvm_arch_vcpu_put" in rec.text and "kvm_arch_vcpu_load" in rec.text and s[smp.vcpu_cpu] == 1
+    for k, i in enumerate(smp.per_cpu):  # pCPU 0's state went to its shadow, pCPU 1's (boot) came in
+        assert s[smp.shadow[0] + k] == before[i]
     assert s[env.pmc_counter] == before[env.pmc_counter] and s[env.guest_rip] == before[env.guest_rip]
     assert s[env.ev_prev[0]] != before[env.ev_prev[0]] or s[cpu.pmc] != before[cpu.pmc]  # another event instance
     assert (MIGRATE, 1) not in system.moves(s)  # budget spent
     while not s[cpu.mode]:  # the next load runs on pCPU 1
         s, _ = system.apply(s, (STEP, 0))
-    assert s[env.guest_lvtpc_loaded] and s[system.shadow[0] + system.per_cpu.index(env.guest_lvtpc_loaded)] == 0
+    assert s[env.guest_lvtpc_loaded] and s[smp.shadow[0] + smp.per_cpu.index(env.guest_lvtpc_loaded)] == 0
 
 
 def _reachable(system: System) -> set[tuple[int, ...]]:
@@ -79,7 +80,8 @@ def _reachable(system: System) -> set[tuple[int, ...]]:
 def test_properties_hold_per_cpu_with_migration(world: str, verdict: str) -> None:
     """The guest runs on both pCPUs; upstream holds on AMD and shows F1 on Intel."""
     system = _small(world, nmis=1)
-    ran_on = {s[system.vcpu_cpu] for s in _reachable(system) if s[system.cpu.mode]}
+    assert system.smp is not None
+    ran_on = {s[system.smp.vcpu_cpu] for s in _reachable(system) if s[system.cpu.mode]}
     assert ran_on == {0, 1}
     r = check(system)
     assert r.verdict == verdict, r.message

@@ -1,6 +1,6 @@
 """Several physical CPUs and vCPU migration (worlds with ``cpus`` > 1).
 
-The vCPU runs on one pCPU at a time; :class:`SmpSystem` keeps that CPU's
+The vCPU runs on one pCPU at a time; :class:`Smp` keeps that CPU's
 per-CPU state in the slots every function already uses (the PMU and local
 APIC registers, perf's per-CPU state with ``cpuc->enabled``,
 ``guest_ctx_loaded`` and ``guest_lvtpc_loaded``, the per-CPU instances of the
@@ -16,17 +16,18 @@ mediated PMU neither touches the PMU: ``pmu->event_count`` is 0, and the next
 the vCPU is not on is quiescent in the model: its own host tasks are not
 modelled, so its counters do not advance until the vCPU comes back.
 
-The single-CPU :class:`~vpmu.check.system.System` is untouched: a world with
-one CPU never builds this class, so the checker pays nothing for CPUs a world
-does not have.
+:class:`~vpmu.check.system.System` builds an :class:`Smp` only for a world with
+several pCPUs (``system.smp``); a one-CPU world has none, so the checker pays
+nothing for CPUs a world does not have. (A helper object rather than a
+subclass, so that the compiled build can compile both.)
 """
 
 from __future__ import annotations
 
-from vpmu.check.system import StepRecord, System
+from vpmu.check.system import MIGRATE, StepRecord, System
 from vpmu.hw.layout import State
 
-MIGRATE = 5  # move kind: the vCPU task is preempted and scheduled in on pCPU ``arg``
+__all__ = ["MIGRATE", "Smp", "per_cpu_slot"]
 
 #: Slots that belong to the vCPU or the checker, not to a pCPU, by name (or name prefix).
 _VCPU_HW = ("MODE", "EXIT_REASON", "EXIT_QUALIFICATION", "EXIT_DATA", "EXIT_GUEST_CPL", "EXIT_INTR_VECTOR")
@@ -45,15 +46,15 @@ def per_cpu_slot(name: str, owner: str) -> bool:
     return False
 
 
-class SmpSystem(System):
-    """The state graph of a world with several pCPUs: :class:`System` plus migrations."""
+class Smp:
+    """The pCPUs of a world with several: their state blocks and the migration move."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        L, world = self.layout, self.world
+    def __init__(self, system: System) -> None:
+        self.system = system
+        L, world = system.layout, system.world
         self.ncpus = world.cpus
         self.per_cpu = tuple(i for i, sl in enumerate(L.slots) if per_cpu_slot(sl.name, sl.owner))
-        boot = self._initial
+        boot = system.initial()
         base = len(L)
         self.shadow: list[int] = []  # first slot of each pCPU's shadow block
         for c in range(self.ncpus):
@@ -68,18 +69,19 @@ class SmpSystem(System):
             for k, i in enumerate(self.per_cpu):
                 init[self.shadow[c] + k] = boot[i]
         init[self.migrations_left] = world.bounds.migrations
-        self._initial = tuple(init)
-        self._again = frozenset(pc for pc, ins in enumerate(self.task.code) if ins.qualified == "vcpu_run:again")
+        self.initial = tuple(init)
+        self._again = frozenset(pc for pc, ins in enumerate(system.task.code) if ins.qualified == "vcpu_run:again")
 
     def can_migrate(self, s: State | list[int]) -> bool:
         """The vCPU task is preemptible: between two vcpu_enter_guest() calls, IRQs on, nothing
         pending or running in interrupt context, the guest PMU put."""
-        cpu, env = self.cpu, self.env
+        system = self.system
+        cpu, env = system.cpu, system.env
         return (
             s[self.migrations_left] > 0
-            and s[self.task_pc] in self._again
-            and s[self.nmi_pc] < 0
-            and s[self.irq_pc] < 0
+            and s[system.task_pc] in self._again
+            and s[system.nmi_pc] < 0
+            and s[system.irq_pc] < 0
             and not s[cpu.mode]
             and s[cpu.host_if] == 1
             and not s[cpu.nmi_pending]
@@ -87,15 +89,14 @@ class SmpSystem(System):
             and not s[env.guest_ctx_loaded]
         )
 
-    def moves(self, s: State) -> list[tuple[int, int]]:
-        out = super().moves(s)
-        if out and not s[self.ghost.violation] and self.can_migrate(s):
-            out.extend((MIGRATE, c) for c in range(self.ncpus) if c != s[self.vcpu_cpu])
-        return out
+    def migrations(self, s: State) -> list[tuple[int, int]]:
+        """The migration moves enabled in ``s`` (after the one-CPU moves)."""
+        if s[self.system.ghost.violation] or not self.can_migrate(s):
+            return []
+        return [(MIGRATE, c) for c in range(self.ncpus) if c != s[self.vcpu_cpu]]
 
-    def _apply(self, state: State, move: tuple[int, int], record: bool) -> tuple[State, StepRecord | None]:
-        if move[0] != MIGRATE:
-            return super()._apply(state, move, record)
+    def migrate(self, state: State, move: tuple[int, int], record: bool) -> tuple[State, StepRecord | None]:
+        """The vCPU task moves to pCPU ``move[1]``: the pCPU blocks are swapped."""
         s = list(state)
         src, dst = s[self.vcpu_cpu], move[1]
         for k, i in enumerate(self.per_cpu):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vpmu.check import properties as P
 from vpmu.check.ghost import Ghost
@@ -47,8 +48,11 @@ from vpmu.kernel import kvm, perf
 from vpmu.kernel.env import KernelEnv
 from vpmu.kernel.lang import END, IRET, LOOP, VMENTER, WARN, Design, Instr, Program, compile_program
 
+if TYPE_CHECKING:
+    from vpmu.check.smp import Smp
+
 # Move kinds
-STEP, DELIVER, ASYNC_EXIT, NMI, PERF_OP = 0, 1, 2, 3, 4
+STEP, DELIVER, ASYNC_EXIT, NMI, PERF_OP, MIGRATE = 0, 1, 2, 3, 4, 5
 CALL_FUNCTION_SINGLE_VECTOR = 0xFB  # the IPI perf_install_in_context() / perf_event_{enable,disable}() send
 LOCAL_TIMER_VECTOR = 0xEC  # the local APIC timer: hrtimers, incl. perf's multiplexing timer
 Move = tuple[int, int]
@@ -79,15 +83,6 @@ class StepRecord:
 
 
 class System:
-    def __new__(cls, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> System:
-        # A world with several pCPUs gets the migration-aware subclass (vpmu.check.smp); a
-        # one-CPU world this class, unchanged.
-        if cls is System and world.cpus > 1:
-            from vpmu.check.smp import SmpSystem
-
-            return super().__new__(SmpSystem)
-        return super().__new__(cls)
-
     def __init__(self, design: Design, world: WorldSpec, properties: tuple[str, ...] | None = None) -> None:
         self.design = design
         self.world = world
@@ -164,6 +159,14 @@ class System:
         self.ghost.loaded_window = frozenset(window)
         self.ghost.task_pc = self.task_pc
         self._initial = self._boot(boot)
+        # Several pCPUs: their state blocks and the migration move (vpmu.check.smp). A one-CPU
+        # world has none, so the checker pays nothing for CPUs a world does not have.
+        self.smp: Smp | None = None
+        if world.cpus > 1:
+            from vpmu.check.smp import Smp
+
+            self.smp = Smp(self)
+            self._initial = self.smp.initial
 
     def _inject_gp(self, s: list[int], why: str) -> None:
         """kvm_inject_gp() for an intercepted guest instruction: the guest's #GP fixup (if its
@@ -271,6 +274,8 @@ class System:
             out.append((NMI, 0))
         if s[self.perf_ops_left] > 0:
             out.extend(self.perf_ops(s))
+        if self.smp is not None and out:
+            out.extend(self.smp.migrations(s))
         return out
 
     def perf_ops(self, s: State | list[int]) -> list[Move]:
@@ -317,6 +322,9 @@ class System:
         return new, rec
 
     def _apply(self, state: State, move: Move, record: bool) -> tuple[State, StepRecord | None]:
+        if move[0] == MIGRATE:
+            assert self.smp is not None
+            return self.smp.migrate(state, move, record)
         s = list(state)
         cpu, ghost = self.cpu, self.ghost
         cpu.log.clear()
