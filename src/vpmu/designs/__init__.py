@@ -537,6 +537,8 @@ LINUX_NEXT = UPSTREAM.derive(
     notes="upstream stays Linux v7.0, the release users run; this is the next release's fix, by name.",
 )
 DESIGNS[LINUX_NEXT.name] = LINUX_NEXT
+
+
 # --- the legacy perf-based vPMU (KVM without the mediated PMU) ---------------------------------
 
 LEGACY = Design(

@@ -846,9 +846,9 @@ def cases() -> list[Case]:
 
 
 GAP_GP = (
-    "the model's KVM injects #GP for MSRs and RDPMC indices the vCPU does not have, but not for reserved bits of "
-    "MSRs it has, and it has no PERF_CAPABILITIES or PERFCTR0/1 quirks (kvm_pmu_{get,set}_msr checks beyond "
-    "validity are not modelled)"
+    "the model's KVM injects #GP for MSRs and RDPMC indices the vCPU does not have and for reserved bits of "
+    "PERF_GLOBAL_CTRL, GLOBAL_OVF_CTRL and FIXED_CTR_CTRL, and has the K7/P6 PERFCTR quirk, but it has no "
+    "PERF_CAPABILITIES MSR and checks no other reserved bits (kvm_pmu_{get,set}_msr beyond those)"
 )
 OMISSIONS = [
     Omission(
